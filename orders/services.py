@@ -1,0 +1,522 @@
+"""The only writers of orders, stock and the order timeline.
+
+Every function here runs in one transaction: it checks the move against the state
+machine, makes it, and writes the timeline row; bad input raises an application error
+and writes nothing.
+"""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Sum
+from django_fsm import ConcurrentTransition, can_proceed
+
+from fulfillment.core import clock
+from fulfillment.core.actors import Actor
+from fulfillment.core.errors import ConcurrentUpdate, InvalidInput, NotFound, TransitionNotAllowed
+from orders.models import (
+    OPEN_FOR_CREDIT,
+    Allocation,
+    Carrier,
+    Customer,
+    Inventory,
+    Invoice,
+    Order,
+    OrderLine,
+    OrderTransition,
+    Product,
+    Shipment,
+    ShipmentLine,
+    Status,
+    Warehouse,
+)
+
+# Transitions a person may trigger by hand from a screen or the API.
+MANUAL_TRANSITIONS = {"hold", "release_hold", "cancel"}
+
+
+@dataclass(frozen=True)
+class LineInput:
+    sku: str
+    quantity: int
+    unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class ShipTo:
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+
+
+def _transition(
+    order: Order, name: str, *, actor: Actor, reason: str = "", data: dict[str, Any] | None = None
+) -> None:
+    """Make one state-machine move and log it; the caller holds the transaction."""
+    method = getattr(order, name, None)
+    if method is None or not hasattr(method, "_django_fsm"):
+        raise InvalidInput(f"'{name}' is not an order transition.")
+    if not can_proceed(method):
+        raise TransitionNotAllowed(
+            f"Order {order.external_id} is {order.get_status_display().lower()}; "
+            f"'{name.replace('_', ' ')}' is not allowed from there."
+        )
+    from_state = order.status
+    method()
+    order.status_changed_at = clock.now()
+    try:
+        order.save(update_fields=["status", "status_changed_at", "held_from", "updated_at"])
+    except ConcurrentTransition as exc:
+        raise ConcurrentUpdate(
+            f"Order {order.external_id} was changed by someone else; reload it and try again."
+        ) from exc
+    OrderTransition.objects.create(
+        order=order,
+        transition=name,
+        from_state=from_state,
+        to_state=order.status,
+        actor_user=actor.user,
+        actor_system=actor.system,
+        reason=reason,
+        data=data or {},
+        at=order.status_changed_at,
+    )
+
+
+def order_get(*, order_id: int) -> Order:
+    try:
+        return Order.objects.select_related("customer", "warehouse").get(pk=order_id)
+    except Order.DoesNotExist as exc:
+        raise NotFound(f"Order {order_id} does not exist.") from exc
+
+
+def order_create(
+    *,
+    external_id: str,
+    customer_code: str,
+    promised_date: date,
+    ship_to: ShipTo,
+    lines: list[LineInput],
+    actor: Actor,
+    warehouse_code: str | None = None,
+    currency: str = "EUR",
+) -> Order:
+    errors: dict[str, list[str]] = {}
+    if not external_id or len(external_id) > 64:
+        errors["external_id"] = ["Give an external id of 1 to 64 characters."]
+    customer = Customer.objects.filter(code=customer_code).first()
+    if customer is None:
+        errors["customer"] = [f"Unknown customer '{customer_code}'."]
+    warehouse = None
+    if warehouse_code:
+        warehouse = Warehouse.objects.filter(code=warehouse_code).first()
+        if warehouse is None:
+            errors["warehouse"] = [f"Unknown warehouse '{warehouse_code}'."]
+    if len(currency) != 3 or not currency.isalpha():
+        errors["currency"] = ["Use a three-letter ISO 4217 code."]
+    if not lines:
+        errors["lines"] = ["An order needs at least one line."]
+    products = Product.objects.in_bulk([line.sku for line in lines], field_name="sku")
+    line_errors = []
+    for n, line in enumerate(lines, start=1):
+        if line.sku not in products:
+            line_errors.append(f"Line {n}: unknown SKU '{line.sku}'.")
+        if not isinstance(line.quantity, int) or line.quantity <= 0:
+            line_errors.append(f"Line {n}: quantity must be a whole number above zero.")
+        try:
+            if Decimal(line.unit_price) < 0:
+                line_errors.append(f"Line {n}: unit price must not be negative.")
+        except (InvalidOperation, TypeError):
+            line_errors.append(f"Line {n}: unit price is not a number.")
+    if line_errors:
+        errors.setdefault("lines", []).extend(line_errors)
+    if errors:
+        raise InvalidInput("The order is not valid.", fields=errors)
+
+    total = sum((Decimal(line.unit_price) * line.quantity for line in lines), Decimal(0))
+    try:
+        with transaction.atomic():
+            order = Order.objects.create(
+                external_id=external_id,
+                customer=customer,
+                warehouse=warehouse,
+                promised_date=promised_date,
+                currency=currency.upper(),
+                total=total,
+                ship_to_name=ship_to.name,
+                ship_to_line1=ship_to.line1,
+                ship_to_city=ship_to.city,
+                ship_to_postal_code=ship_to.postal_code,
+                ship_to_country=ship_to.country.upper(),
+            )
+            OrderLine.objects.bulk_create(
+                OrderLine(
+                    order=order,
+                    line_no=n,
+                    product=products[line.sku],
+                    quantity=line.quantity,
+                    unit_price=Decimal(line.unit_price),
+                )
+                for n, line in enumerate(lines, start=1)
+            )
+            OrderTransition.objects.create(
+                order=order,
+                transition="receive",
+                from_state="",
+                to_state=order.status,
+                actor_user=actor.user,
+                actor_system=actor.system,
+                at=order.created_at,
+            )
+    except IntegrityError as exc:
+        if Order.objects.filter(external_id=external_id).exists():
+            raise InvalidInput(
+                f"An order with external id '{external_id}' exists already.",
+                fields={"external_id": ["Already taken."]},
+            ) from exc
+        raise
+    return order
+
+
+@dataclass(frozen=True)
+class CreditDecision:
+    passed: bool
+    credit_limit: Decimal
+    open_receivables: Decimal
+    other_open_orders: Decimal
+    this_order: Decimal
+    blocked: bool
+
+    @property
+    def exposure(self) -> Decimal:
+        return self.open_receivables + self.other_open_orders + self.this_order
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "credit_limit": str(self.credit_limit),
+            "open_receivables": str(self.open_receivables),
+            "other_open_orders": str(self.other_open_orders),
+            "this_order": str(self.this_order),
+            "exposure": str(self.exposure),
+            "credit_blocked": self.blocked,
+        }
+
+
+def credit_exposure(*, order: Order) -> CreditDecision:
+    customer = order.customer
+    others = (
+        Order.objects.filter(customer=customer, status__in=OPEN_FOR_CREDIT)
+        .exclude(pk=order.pk)
+        .aggregate(total=Sum("total"))["total"]
+    ) or Decimal(0)
+    decision = CreditDecision(
+        passed=False,
+        credit_limit=customer.credit_limit,
+        open_receivables=customer.open_receivables,
+        other_open_orders=others,
+        this_order=order.total,
+        blocked=customer.credit_blocked,
+    )
+    passed = not customer.credit_blocked and decision.exposure <= customer.credit_limit
+    return CreditDecision(**{**decision.__dict__, "passed": passed})
+
+
+@transaction.atomic
+def order_credit_check(*, order: Order, actor: Actor) -> CreditDecision:
+    """Move a received order through the credit check: on to allocation, or onto credit hold.
+
+    Exposure = open receivables + the customer's other open orders + this order; it must
+    not exceed the credit limit, and a credit-blocked customer always fails.
+    """
+    # One credit check per customer at a time, so two orders cannot both use the headroom.
+    Customer.objects.select_for_update().filter(pk=order.customer_id).first()
+    _transition(order, "start_credit_check", actor=actor)
+    decision = credit_exposure(order=order)
+    if decision.passed:
+        _transition(order, "pass_credit_check", actor=actor, data=decision.as_data())
+    else:
+        reason = (
+            "Customer is credit-blocked."
+            if decision.blocked
+            else f"Exposure {decision.exposure} exceeds credit limit {decision.credit_limit}."
+        )
+        _transition(order, "fail_credit_check", actor=actor, reason=reason, data=decision.as_data())
+    return decision
+
+
+@dataclass
+class AllocationResult:
+    status: str
+    allocated: dict[str, int] = field(default_factory=dict)  # sku -> units allocated now
+    shortfall: dict[str, int] = field(default_factory=dict)  # sku -> units still missing
+
+    @property
+    def short_value_lines(self) -> list[str]:
+        return sorted(self.shortfall)
+
+
+def _warehouse_preference(
+    order: Order, warehouses: list[Warehouse], coverage: dict[int, int]
+) -> list[Warehouse]:
+    """Allocation order: the order's preferred warehouse, then the same region, then the
+    warehouse that can cover the most of what is still open (fewer split shipments), then
+    by code."""
+    preferred = order.warehouse
+    region = preferred.region if preferred else None
+    return sorted(
+        warehouses,
+        key=lambda wh: (
+            preferred is None or wh.pk != preferred.pk,
+            region is None or wh.region != region,
+            -coverage.get(wh.pk, 0),
+            wh.code,
+        ),
+    )
+
+
+@transaction.atomic
+def order_allocate(*, order: Order, actor: Actor) -> AllocationResult:
+    """Reserve stock for the order's open quantities across warehouses.
+
+    Stock rows are locked (PostgreSQL) or the write transaction is serialised (SQLite),
+    and each reservation is a conditional update, so stock never goes negative.
+    """
+    if order.status not in (Status.ALLOCATING, Status.BACKORDERED, Status.PARTIALLY_ALLOCATED):
+        raise TransitionNotAllowed(
+            f"Order {order.external_id} is {order.get_status_display().lower()}; it cannot be allocated."
+        )
+    lines = [line for line in order.lines.select_related("product") if line.open_quantity > 0]
+    product_ids = [line.product_id for line in lines]
+    stock = list(
+        Inventory.objects.select_for_update()
+        .filter(product_id__in=product_ids, on_hand__gt=F("allocated"))
+        .order_by("id")
+    )
+    by_wh_product = {(inv.warehouse_id, inv.product_id): inv for inv in stock}
+    coverage: dict[int, int] = {}
+    for line in lines:
+        for inv in stock:
+            if inv.product_id == line.product_id:
+                coverage[inv.warehouse_id] = coverage.get(inv.warehouse_id, 0) + min(
+                    inv.available, line.open_quantity
+                )
+    warehouses = _warehouse_preference(
+        order, list(Warehouse.objects.filter(pk__in={inv.warehouse_id for inv in stock})), coverage
+    )
+
+    result = AllocationResult(status=order.status)
+    new_allocations = []
+    now = clock.now()
+    for line in lines:
+        for wh in warehouses:
+            inv = by_wh_product.get((wh.pk, line.product_id))
+            take = min(inv.available, line.open_quantity) if inv else 0
+            if take <= 0:
+                continue
+            updated = Inventory.objects.filter(pk=inv.pk, on_hand__gte=F("allocated") + take).update(
+                allocated=F("allocated") + take, updated_at=now
+            )
+            if not updated:  # only possible if the lock was bypassed; never over-allocate
+                continue
+            inv.allocated += take
+            line.allocated_quantity += take
+            new_allocations.append(Allocation(line=line, warehouse=wh, quantity=take, created_at=now))
+            result.allocated[line.product.sku] = result.allocated.get(line.product.sku, 0) + take
+        if line.open_quantity:
+            result.shortfall[line.product.sku] = line.open_quantity
+    Allocation.objects.bulk_create(new_allocations)
+    OrderLine.objects.bulk_update(lines, ["allocated_quantity"])
+
+    data = {"allocated": result.allocated, "shortfall": result.shortfall}
+    any_allocated = order.lines.filter(allocated_quantity__gt=0).exists()
+    if not result.shortfall:
+        _transition(order, "allocate_in_full", actor=actor, data=data)
+    elif any_allocated and (result.allocated or order.status != Status.PARTIALLY_ALLOCATED):
+        _transition(order, "allocate_partially", actor=actor, data=data)
+    elif not any_allocated and order.status == Status.ALLOCATING:
+        _transition(order, "backorder", actor=actor, data=data)
+    result.status = order.status
+    return result
+
+
+def _release_allocations(order: Order) -> dict[str, int]:
+    """Give reserved stock back; returns sku -> units released."""
+    released: dict[str, int] = {}
+    allocations = list(
+        Allocation.objects.filter(line__order=order).select_related("line__product").order_by("id")
+    )
+    for alloc in allocations:
+        updated = Inventory.objects.filter(
+            warehouse_id=alloc.warehouse_id, product_id=alloc.line.product_id
+        ).update(allocated=F("allocated") - alloc.quantity)
+        assert updated == 1
+        sku = alloc.line.product.sku
+        released[sku] = released.get(sku, 0) + alloc.quantity
+    Allocation.objects.filter(pk__in=[a.pk for a in allocations]).delete()
+    order.lines.update(allocated_quantity=0)
+    return released
+
+
+def order_apply(*, order: Order, transition_name: str, actor: Actor, reason: str = "") -> Order:
+    """A hand-made move (hold, release hold, cancel) asked for by a person."""
+    if transition_name not in MANUAL_TRANSITIONS:
+        raise InvalidInput(
+            f"'{transition_name}' cannot be triggered by hand; "
+            f"choose one of {', '.join(sorted(MANUAL_TRANSITIONS))}."
+        )
+    if transition_name == "cancel":
+        return order_cancel(order=order, actor=actor, reason=reason)
+    with transaction.atomic():
+        _transition(order, transition_name, actor=actor, reason=reason)
+    return order
+
+
+@transaction.atomic
+def order_cancel(*, order: Order, actor: Actor, reason: str) -> Order:
+    if not reason.strip():
+        raise InvalidInput("Say why the order is cancelled.", fields={"reason": ["Required."]})
+    _transition(order, "cancel", actor=actor, reason=reason)
+    released = _release_allocations(order)
+    if released:
+        OrderTransition.objects.filter(order=order, transition="cancel").update(
+            data={"released_stock": released}
+        )
+    return order
+
+
+@transaction.atomic
+def order_release_credit_hold(*, order: Order, actor: Actor, reason: str) -> Order:
+    _transition(order, "release_credit_hold", actor=actor, reason=reason)
+    return order
+
+
+@transaction.atomic
+def order_request_release_approval(*, order: Order, actor: Actor, reason: str = "") -> Order:
+    _transition(order, "request_release_approval", actor=actor, reason=reason)
+    return order
+
+
+@transaction.atomic
+def order_release(*, order: Order, actor: Actor, reason: str = "") -> Order:
+    _transition(order, "release", actor=actor, reason=reason)
+    return order
+
+
+@transaction.atomic
+def order_start_picking(*, order: Order, actor: Actor) -> Order:
+    _transition(order, "start_picking", actor=actor)
+    return order
+
+
+@transaction.atomic
+def order_pack(*, order: Order, actor: Actor) -> Order:
+    _transition(order, "pack", actor=actor)
+    return order
+
+
+@dataclass(frozen=True)
+class ShippedLine:
+    sku: str
+    quantity: int
+
+
+@transaction.atomic
+def order_record_shipment(
+    *,
+    order: Order,
+    shipment_id: str,
+    warehouse_code: str,
+    lines: list[ShippedLine],
+    actor: Actor,
+    carrier_code: str = "",
+    tracking: str = "",
+    shipped_at: datetime | None = None,
+) -> Shipment:
+    """Record what left the warehouse; the order becomes shipped or partially shipped."""
+    warehouse = Warehouse.objects.filter(code=warehouse_code).first()
+    if warehouse is None:
+        raise InvalidInput(f"Unknown warehouse '{warehouse_code}'.", fields={"warehouse": ["Unknown."]})
+    carrier = Carrier.objects.filter(code=carrier_code).first() if carrier_code else None
+    if carrier_code and carrier is None:
+        raise InvalidInput(f"Unknown carrier '{carrier_code}'.", fields={"carrier": ["Unknown."]})
+    order_lines = {line.product.sku: line for line in order.lines.select_related("product")}
+    errors = []
+    for sl in lines:
+        line = order_lines.get(sl.sku)
+        if line is None:
+            errors.append(f"SKU '{sl.sku}' is not on order {order.external_id}.")
+        elif sl.quantity <= 0 or line.shipped_quantity + sl.quantity > line.quantity:
+            errors.append(f"Shipping {sl.quantity} of '{sl.sku}' exceeds what was ordered.")
+    if errors or not lines:
+        raise InvalidInput("The shipment is not valid.", fields={"lines": errors or ["No lines."]})
+
+    shipment = Shipment.objects.create(
+        order=order,
+        external_id=shipment_id,
+        warehouse=warehouse,
+        carrier=carrier,
+        tracking=tracking,
+        shipped_at=shipped_at or clock.now(),
+    )
+    ShipmentLine.objects.bulk_create(
+        ShipmentLine(shipment=shipment, product=order_lines[sl.sku].product, quantity=sl.quantity)
+        for sl in lines
+    )
+    for sl in lines:
+        line = order_lines[sl.sku]
+        line.shipped_quantity += sl.quantity
+        from_allocation = min(sl.quantity, line.allocated_quantity)
+        stock = Inventory.objects.filter(warehouse=warehouse, product=line.product)
+        moved = stock.filter(on_hand__gte=sl.quantity, allocated__gte=from_allocation).update(
+            on_hand=F("on_hand") - sl.quantity, allocated=F("allocated") - from_allocation
+        )
+        if not moved:
+            raise InvalidInput(
+                f"Warehouse {warehouse.code} has no stock record covering {sl.quantity} of '{sl.sku}'.",
+                fields={"lines": ["Insufficient stock."]},
+            )
+        line.allocated_quantity -= from_allocation
+    OrderLine.objects.bulk_update(order_lines.values(), ["shipped_quantity", "allocated_quantity"])
+    complete = all(line.shipped_quantity >= line.quantity for line in order_lines.values())
+    _transition(
+        order,
+        "ship_in_full" if complete else "ship_partially",
+        actor=actor,
+        data={"shipment": shipment_id, "lines": {sl.sku: sl.quantity for sl in lines}},
+    )
+    return shipment
+
+
+@transaction.atomic
+def order_confirm_delivery(
+    *, order: Order, shipment_id: str, delivered_at: datetime, signed_by: str, actor: Actor
+) -> Shipment:
+    shipment = order.shipments.filter(external_id=shipment_id).first()
+    if shipment is None:
+        raise NotFound(f"Order {order.external_id} has no shipment '{shipment_id}'.")
+    shipment.delivered_at = delivered_at
+    shipment.signed_by = signed_by
+    shipment.save(update_fields=["delivered_at", "signed_by"])
+    if order.status == Status.SHIPPED and not order.shipments.filter(delivered_at__isnull=True).exists():
+        _transition(order, "deliver", actor=actor, data={"shipment": shipment_id, "signed_by": signed_by})
+    return shipment
+
+
+@transaction.atomic
+def order_invoice(*, order: Order, number: str, actor: Actor) -> Invoice:
+    if Invoice.objects.filter(number=number).exists():
+        raise InvalidInput(f"Invoice number '{number}' is taken.", fields={"number": ["Taken."]})
+    _transition(order, "invoice", actor=actor, data={"invoice": number})
+    return Invoice.objects.create(order=order, number=number, amount=order.total)
+
+
+@transaction.atomic
+def order_close(*, order: Order, actor: Actor, reason: str = "") -> Order:
+    _transition(order, "close", actor=actor, reason=reason)
+    return order
