@@ -98,12 +98,12 @@ class Inventory(models.Model):
         ]
         indexes = [models.Index(fields=["product", "warehouse"], name="inventory_product_wh")]
 
+    def __str__(self) -> str:
+        return f"{self.product_id}@{self.warehouse_id}"
+
     @property
     def available(self) -> int:
         return self.on_hand - self.allocated
-
-    def __str__(self) -> str:
-        return f"{self.product_id}@{self.warehouse_id}"
 
 
 class Status(models.TextChoices):
