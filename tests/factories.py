@@ -1,11 +1,12 @@
 """Test data made through the real services where a service exists."""
 
 import itertools
-from datetime import date, time, timedelta
+from datetime import time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.models import Group, User
 
+from fulfillment.core import clock
 from fulfillment.core.actors import Actor
 from orders import services
 from orders.models import Customer, Inventory, Order, Product, Tier, Warehouse
@@ -71,7 +72,7 @@ def order(
         external_id=f"SO-{next(_seq):07d}",
         customer_code=cust.code,
         warehouse_code=wh.code if wh else None,
-        promised_date=date.today() + timedelta(days=promised_in_days),
+        promised_date=clock.now().date() + timedelta(days=promised_in_days),
         ship_to=ship_to(),
         lines=[services.LineInput(sku=p.sku, quantity=q, unit_price=p.price) for p, q in lines],
         actor=actor,
