@@ -213,7 +213,7 @@ class Order(ConcurrentTransitionMixin, TimeStampedModel):
     )
     def allocate_partially(self) -> None: ...
 
-    @transition(field=status, source=[S.ALLOCATING, S.BACKORDERED], target=S.BACKORDERED)
+    @transition(field=status, source=S.ALLOCATING, target=S.BACKORDERED)
     def backorder(self) -> None: ...
 
     @transition(field=status, source=S.ALLOCATED, target=S.AWAITING_RELEASE)
@@ -238,7 +238,7 @@ class Order(ConcurrentTransitionMixin, TimeStampedModel):
     @transition(field=status, source=[S.PICKING, S.PACKED, S.PARTIALLY_SHIPPED], target=S.SHIPPED)
     def ship_in_full(self) -> None: ...
 
-    @transition(field=status, source=[S.SHIPPED, S.PARTIALLY_SHIPPED], target=S.DELIVERED)
+    @transition(field=status, source=S.SHIPPED, target=S.DELIVERED)
     def deliver(self) -> None: ...
 
     @transition(field=status, source=S.DELIVERED, target=S.INVOICED)
