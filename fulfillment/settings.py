@@ -98,6 +98,8 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "portal.sqlite3",
             "OPTIONS": SQLITE_OPTIONS,
+            # A file, not memory, so that racing threads and a qcluster see the test data.
+            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
