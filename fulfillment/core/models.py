@@ -272,3 +272,41 @@ class RuleFiring(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rule_id} on {self.item_id} at level {self.level}"
+
+
+class OutboxMessage(models.Model):
+    """A message to another system, written in the same transaction as the change that
+    causes it and delivered later by the relay (``integrations.relay``)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        DELIVERED = "delivered", "Delivered"
+        DEAD = "dead", "Dead letter"
+        HANDLED = "handled", "Handled by hand"
+
+    endpoint = models.CharField(max_length=32, help_text="erp, wms, carrier or notify.")
+    topic = models.CharField(max_length=64, help_text="What the message says, e.g. order.release.")
+    payload = models.JSONField()
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    subject_ref = models.CharField(max_length=64, blank=True, db_index=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=clock.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    response = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at", "id"], name="outbox_due",
+                condition=Q(state__in=["pending", "sending"]),
+            ),
+            models.Index(fields=["endpoint", "state", "-created_at"], name="outbox_endpoint_state"),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"{self.topic} → {self.endpoint} ({self.idempotency_key})"
