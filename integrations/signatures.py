@@ -1,0 +1,47 @@
+"""Webhook signatures: ``X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``.
+
+Several ``v1=`` values may be present (a partner rotating secrets signs with both);
+the timestamp must be within the tolerance window, against replays.
+"""
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+TOLERANCE_SECONDS = 300
+
+
+class SignatureError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(header: str | None, body: bytes, secrets: Iterable[str], now: float) -> None:
+    if not header:
+        raise SignatureError("signature_missing", "The X-Signature header is missing.")
+    timestamp, signatures = None, []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            timestamp = value
+        elif key == "v1":
+            signatures.append(value)
+    if timestamp is None or not timestamp.isdigit() or not signatures:
+        raise SignatureError("signature_malformed", "X-Signature must look like t=<unix>,v1=<hex>.")
+    if abs(now - int(timestamp)) > TOLERANCE_SECONDS:
+        raise SignatureError(
+            "signature_expired", f"The signature timestamp is more than {TOLERANCE_SECONDS} s off."
+        )
+    signed = f"{timestamp}.".encode() + body
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+        if any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+            return
+    raise SignatureError("signature_invalid", "No signature matches an active secret.")
