@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -112,3 +113,20 @@ class SyncCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}={self.value}"
+
+
+class OutboxAction(models.Model):
+    """An operator's hand on a message: replayed after fixing the cause, or marked handled."""
+
+    class Action(models.TextChoices):
+        REPLAY = "replay", "Replayed"
+        HANDLED = "handled", "Marked handled by hand"
+
+    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="actions")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    note = models.TextField(blank=True)
+    at = models.DateTimeField(default=clock.now)
+
+    def __str__(self) -> str:
+        return f"{self.action} of {self.message_id}"

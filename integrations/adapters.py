@@ -1,0 +1,106 @@
+"""One client per external system, each a thin interface over real HTTP.
+
+Sessions are pooled per endpoint; every call has a timeout and carries the message's
+idempotency key, so a retried call is applied once by the receiver.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from integrations.models import Endpoint
+
+_sessions: dict[str, requests.Session] = {}
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int | None
+    body: Any
+    latency_ms: int
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def retryable(self) -> bool:
+        """Timeouts, connection errors, 5xx and 429 may succeed later; other 4xx will not."""
+        return self.status is None or self.status >= 500 or self.status in (408, 425, 429)
+
+
+class HttpAdapter:
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.session = _sessions.setdefault(endpoint.name, requests.Session())
+
+    def _call(self, method: str, path: str, *, key: str = "", **kwargs: Any) -> Reply:
+        headers = {"Accept": "application/json"}
+        if key:
+            headers["Idempotency-Key"] = key
+        if self.endpoint.token:
+            headers["Authorization"] = f"Bearer {self.endpoint.token}"
+        started = time.monotonic()
+        try:
+            response = self.session.request(
+                method,
+                self.endpoint.base_url.rstrip("/") + path,
+                headers=headers,
+                timeout=self.endpoint.timeout_seconds,
+                **kwargs,
+            )
+        except requests.RequestException as exc:
+            return Reply(None, None, _ms_since(started), f"{type(exc).__name__}: {exc}"[:500])
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text[:500]
+        error = "" if response.ok else f"HTTP {response.status_code}: {str(body)[:300]}"
+        return Reply(response.status_code, body, _ms_since(started), error)
+
+    def post(self, path: str, payload: dict[str, Any], key: str) -> Reply:
+        return self._call("POST", path, key=key, json=payload)
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+class WmsAdapter(HttpAdapter):
+    def release(self, payload: dict[str, Any], key: str) -> Reply:
+        return self.post("/wms/releases", payload, key)
+
+
+class CarrierAdapter(HttpAdapter):
+    def book(self, payload: dict[str, Any], key: str) -> Reply:
+        return self.post("/carrier/bookings", payload, key)
+
+
+class ErpAdapter(HttpAdapter):
+    def invoice(self, payload: dict[str, Any], key: str) -> Reply:
+        return self.post("/erp/invoices", payload, key)
+
+    def order_status(self, payload: dict[str, Any], key: str) -> Reply:
+        return self.post("/erp/order-status", payload, key)
+
+    def new_orders(self, cursor: str, limit: int = 200) -> Reply:
+        return self._call("GET", "/erp/orders", params={"cursor": cursor, "limit": limit})
+
+
+class NotifyAdapter(HttpAdapter):
+    def notify(self, payload: dict[str, Any], key: str) -> Reply:
+        return self.post("/notifications", payload, key)
+
+
+# How each outbox topic is sent, given its endpoint.
+SENDERS: dict[str, Callable[[Endpoint], Callable[[dict[str, Any], str], Reply]]] = {
+    "order.release": lambda ep: WmsAdapter(ep).release,
+    "carrier.booking": lambda ep: CarrierAdapter(ep).book,
+    "erp.invoice": lambda ep: ErpAdapter(ep).invoice,
+    "erp.status": lambda ep: ErpAdapter(ep).order_status,
+    "customer.notify": lambda ep: NotifyAdapter(ep).notify,
+}
