@@ -32,8 +32,11 @@ def rank_factors(
     *, revenue_at_risk: Decimal, customer_tier: str, severity: int, escalation_level: int
 ) -> list[RankFactor]:
     revenue = max(float(revenue_at_risk), 0.0)
+    # log10(revenue), not log10(1 + revenue): only then is ten times the revenue worth
+    # exactly HOURS_PER_REVENUE_DECADE. Revenue below 1 counts as none.
+    revenue_hours = HOURS_PER_REVENUE_DECADE * math.log10(max(revenue, 1.0))
     return [
-        RankFactor("Revenue at risk", f"{revenue:,.2f}", HOURS_PER_REVENUE_DECADE * math.log10(1 + revenue)),
+        RankFactor("Revenue at risk", f"{revenue:,.2f}", revenue_hours),
         RankFactor("Customer tier", customer_tier or "—", TIER_HOURS.get(customer_tier, 0)),
         RankFactor("Severity", str(severity), HOURS_PER_SEVERITY * severity),
         RankFactor("Escalation level", str(escalation_level), HOURS_PER_ESCALATION * escalation_level),

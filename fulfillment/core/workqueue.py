@@ -102,6 +102,7 @@ def access_queue(user: AbstractBaseUser, queue: Queue) -> None:
         raise PermissionDenied(f"Queue '{queue.name}' belongs to team {queue.team.name}.")
 
 
+@transaction.atomic
 def work_item_open(
     *,
     queue: Queue,
@@ -139,6 +140,7 @@ def work_item_open(
     return item
 
 
+@transaction.atomic
 def work_item_update(
     *,
     item: WorkItem,
@@ -167,7 +169,14 @@ def work_item_update(
 
 
 def _lock(item: WorkItem) -> WorkItem:
-    locked = WorkItem.objects.select_for_update().select_related("queue__team").filter(pk=item.pk).first()
+    # of=("self",): lock the item only, not its queue and team rows (which would make
+    # every action in a queue wait for every other).
+    locked = (
+        WorkItem.objects.select_for_update(of=("self",))
+        .select_related("queue__team")
+        .filter(pk=item.pk)
+        .first()
+    )
     if locked is None:
         raise NotFound(f"Work item {item.pk} does not exist.")
     return locked
@@ -251,6 +260,8 @@ def work_item_reassign(*, item: WorkItem, to: AbstractBaseUser, actor: AbstractB
     item = _lock(item)
     access_queue(actor, item.queue)
     _require_open(item)
+    if item.assignee_id is not None:
+        _require_assignee_or_admin(item, actor, "reassign")
     if not may_work(to, item.queue):
         raise InvalidInput(f"{to.get_username()} is not in team {item.queue.team.name}.")
     previous = item.assignee.get_username() if item.assignee_id else ""
@@ -293,16 +304,15 @@ def work_item_resolve(
 ) -> WorkItem:
     """Close an item; the kind's service validates its own reason codes and effects.
 
-    A person must hold the item (claim it first); a system closes it when its cause
-    clears.
+    A person must hold the item: resolving an unclaimed item claims it in the same
+    action (one "resolved" event, marked ``claimed``); someone else's needs the admin
+    role. A system closes an item when its cause clears.
     """
     item = _lock(item)
     _require_open(item)
     if actor.user is not None:
         access_queue(actor.user, item.queue)
-        if item.assignee_id is None:
-            _claim(item, actor.user, actor)
-        else:
+        if item.assignee_id is not None:
             _require_assignee_or_admin(item, actor.user, "resolve")
     codes = list(allowed_codes or [])
     if not reason_code or (codes and reason_code not in codes):
@@ -310,19 +320,24 @@ def work_item_resolve(
             f"Choose a reason code{': ' + ', '.join(codes) if codes else ''}.",
             fields={"reason_code": ["Unknown reason code."]},
         )
+    now = clock.now()
+    claimed = actor.user is not None and item.assignee_id is None
+    if claimed:
+        item.assignee, item.claimed_at = actor.user, now
     item.state = WorkItem.State.RESOLVED
-    item.resolved_at = clock.now()
+    item.resolved_at = now
     item.resolved_by = actor.user
     item.resolution_code = reason_code
     item.resolution_note = note
     item.next_sla_warning_at = None
     item.save(
         update_fields=[
-            "state", "resolved_at", "resolved_by",
-            "resolution_code", "resolution_note", "next_sla_warning_at",
+            "state", "resolved_at", "resolved_by", "resolution_code", "resolution_note",
+            "next_sla_warning_at", "assignee", "claimed_at",
         ]
     )  # fmt: skip
-    record(item, "resolved", actor=actor, note=note, reason_code=reason_code)
+    extra = {"claimed": True} if claimed else {}
+    record(item, "resolved", actor=actor, note=note, reason_code=reason_code, **extra)
     return item
 
 
