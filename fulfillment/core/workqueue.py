@@ -301,17 +301,22 @@ def work_item_resolve(
     note: str,
     actor: Actor,
     allowed_codes: Iterable[str] | None = None,
+    authorised: bool = False,
 ) -> WorkItem:
     """Close an item; the kind's service validates its own reason codes and effects.
 
     A person must hold the item: resolving an unclaimed item claims it in the same
     action (one "resolved" event, marked ``claimed``); someone else's needs the admin
-    role. A system closes an item when its cause clears.
+    role. A system closes an item when its cause clears. ``authorised``: the kind's
+    service has established the person's right to act by its own rules (an approval
+    policy's approver, or their delegate from outside the queue's team), so queue
+    membership is not required.
     """
     item = _lock(item)
     _require_open(item)
     if actor.user is not None:
-        access_queue(actor.user, item.queue)
+        if not authorised:
+            access_queue(actor.user, item.queue)
         if item.assignee_id is not None:
             _require_assignee_or_admin(item, actor.user, "resolve")
     codes = list(allowed_codes or [])
