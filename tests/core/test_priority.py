@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.auth.models import Group, User
 from django.db import transaction
-from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,10 +30,7 @@ SYSTEM = Actor.named("test")
 
 @pytest.fixture(autouse=True)
 def frozen() -> Iterator[None]:
-    with (
-        clock.frozen(T0),
-        override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]),
-    ):
+    with clock.frozen(T0):
         yield
 
 

@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import override_settings
 
 from fulfillment.core import clock, roles
 from fulfillment.core.actors import Actor
@@ -43,11 +42,7 @@ CODES = ["stock_arrived", "alternate_warehouse", "backordered"]
 
 @pytest.fixture(autouse=True)
 def frozen() -> Iterator[None]:
-    # MD5: the default hasher makes each test user cost a third of a second.
-    with (
-        clock.frozen(T0),
-        override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]),
-    ):
+    with clock.frozen(T0):
         yield
 
 
