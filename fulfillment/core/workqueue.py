@@ -148,6 +148,7 @@ def work_item_update(
     note: str = "",
     subject: Subject | None = None,
     severity: int | None = None,
+    title: str | None = None,
 ) -> WorkItem:
     """A repeat signal about an open item: refresh its inputs and rank, never duplicate it."""
     changes: dict[str, Any] = {}
@@ -160,6 +161,8 @@ def work_item_update(
         )
     if severity is not None:
         changes["severity"] = severity
+    if title is not None:
+        changes["title"] = title[:200]
     for name, value in changes.items():
         setattr(item, name, value)
     rank(item)
