@@ -150,6 +150,7 @@ class WorkItem(models.Model):
                 name="workitem_assignee_rank", condition=Q(state="open"),
             ),
             models.Index(fields=["sla_due_at"], name="workitem_sla_due", condition=Q(state="open")),
+            models.Index(fields=["subject_ref"], name="workitem_subject_open", condition=Q(state="open")),
             models.Index(
                 fields=["next_sla_warning_at"], name="workitem_sla_warning", condition=Q(state="open")
             ),
