@@ -1,12 +1,9 @@
 """The portal's screens. Views read through selectors and hold no business rules."""
 
 import re
-from collections.abc import Callable
 from decimal import Decimal
-from functools import wraps
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 from django.utils import timezone
@@ -16,54 +13,20 @@ from django_htmx.middleware import HtmxDetails
 
 from fulfillment.core import clock
 from fulfillment.core.errors import NotFound
-from fulfillment.core.roles import ADMIN, CUSTOMER_SERVICE, FINANCE, PLANNER, ROLES, has_role, roles_of
+from fulfillment.core.roles import ADMIN, CUSTOMER_SERVICE, FINANCE, PLANNER, ROLES, roles_of
 from orders import selectors
 from orders.models import Status
+from portal.access import role_required
 from portal.forms import OrderSearchForm
 
 PAGE_SIZE = 50
 PANEL_ROWS = 8
 # Amounts are kept as decimal strings in timeline data ("1234.50"): show them as money.
 DECIMAL_TEXT = re.compile(r"-?\d+\.\d+")
-ROLE_LABELS = {CUSTOMER_SERVICE: "Customer service", PLANNER: "Planner", FINANCE: "Finance", ADMIN: "Admin"}
-
-View = Callable[..., HttpResponse]
 
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
-
-
-def role_required(*roles: str) -> Callable[[View], View]:
-    """Let the request through only for a user holding one of ``roles``; others get 403."""
-
-    def decorator(view: View) -> View:
-        @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not has_role(request.user, *roles):
-                raise PermissionDenied("Your account has no role that may open this page.")
-            return view(request, *args, **kwargs)
-
-        return wrapped
-
-    return decorator
-
-
-def _render(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
-    """Render a page with the navigation the user's roles call for."""
-    roles = roles_of(request.user)
-    current = request.resolver_match.url_name if request.resolver_match else ""
-    section = "orders" if current.startswith("order") else current
-    nav = [("home", "Home", section == "home")]
-    if roles:
-        nav.append(("orders", "Orders", section == "orders"))
-    context = {
-        "nav": nav,
-        "role_labels": [ROLE_LABELS[r] for r in ROLES if r in roles],
-        "admin_site": ADMIN in roles and request.user.is_staff,
-        **context,
-    }
-    return render(request, template, context)
 
 
 def _greeting() -> str:
@@ -113,7 +76,7 @@ def home(request: HttpRequest) -> HttpResponse:
             "figures": list(figures.values()),
             "total": sum(f.count for f in figures.values()),
         }
-    return _render(request, "portal/home.html", context)
+    return render(request, "portal/home.html", context)
 
 
 @require_GET
@@ -137,7 +100,7 @@ def order_list(request: HtmxHttpRequest) -> HttpResponse:
     context["is_later_page"] = bool(request.GET.get("after"))
     partial = bool(request.htmx) and not request.htmx.history_restore_request
     template = "portal/partials/order_results.html" if partial else "portal/order_list.html"
-    response = _render(request, template, context)
+    response = render(request, template, context)
     patch_vary_headers(response, ("HX-Request",))
     return response
 
@@ -169,7 +132,7 @@ def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
     timeline = [
         (t, t.transition.replace("_", " ").capitalize(), _data_figures(t.data)) for t in detail.transitions
     ]
-    return _render(
+    return render(
         request,
         "portal/order_detail.html",
         {"detail": detail, "order": detail.order, "timeline": timeline},
