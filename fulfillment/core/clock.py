@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
@@ -16,7 +16,8 @@ def now() -> datetime:
 @contextmanager
 def frozen(at: datetime) -> Iterator[None]:
     global _frozen_at
-    previous, _frozen_at = _frozen_at, at
+    # Kept in UTC so that advancing it across a DST change moves real, not wall-clock, time.
+    previous, _frozen_at = _frozen_at, at.astimezone(UTC)
     try:
         yield
     finally:
