@@ -88,11 +88,84 @@ def _transition(
     )
 
 
+def _lock_order(order: Order) -> None:
+    """Hold the order's row lock for the rest of the transaction, for a service that reads
+    and rewrites its lines, and refuse if someone moved the order since it was loaded.
+
+    The state field alone (ConcurrentTransitionMixin) cannot see a move that leaves the
+    state where it was, such as a second partial allocation or partial shipment.
+    """
+    status = Order.objects.select_for_update().values_list("status", flat=True).get(pk=order.pk)
+    if status != order.status:
+        raise ConcurrentUpdate(
+            f"Order {order.external_id} was changed by someone else; reload it and try again."
+        )
+
+
 def order_get(*, order_id: int) -> Order:
     try:
         return Order.objects.select_related("customer", "warehouse").get(pk=order_id)
     except Order.DoesNotExist as exc:
         raise NotFound(f"Order {order_id} does not exist.") from exc
+
+
+# What the columns hold on every supported database.
+MAX_QUANTITY = 2_147_483_647  # OrderLine.quantity, a PositiveIntegerField
+MAX_UNIT_PRICE = Decimal("9999999999.99")  # OrderLine.unit_price, 12 digits, 2 decimals
+MAX_ORDER_TOTAL = Decimal("999999999999.99")  # Order.total, 14 digits, 2 decimals
+
+
+def _price(value: object) -> Decimal:
+    """A unit price as a Decimal; ``str`` first so that a float 0.1 means 0.1."""
+    return Decimal(str(value))
+
+
+def _line_errors(lines: list[LineInput], products: dict[str, Product]) -> list[str]:
+    errors = []
+    first_line_of: dict[str, int] = {}
+    for n, line in enumerate(lines, start=1):
+        if line.sku not in products:
+            errors.append(f"Line {n}: unknown SKU '{line.sku}'.")
+        elif line.sku in first_line_of:
+            # Shipments report quantities by SKU, so one SKU must be on one line.
+            errors.append(f"Line {n}: SKU '{line.sku}' is already on line {first_line_of[line.sku]}.")
+        first_line_of.setdefault(line.sku, n)
+        if isinstance(line.quantity, bool) or not isinstance(line.quantity, int) or line.quantity <= 0:
+            errors.append(f"Line {n}: quantity must be a whole number above zero.")
+        elif line.quantity > MAX_QUANTITY:
+            errors.append(f"Line {n}: quantity must not exceed {MAX_QUANTITY}.")
+        try:
+            price = _price(line.unit_price)
+        except (InvalidOperation, TypeError, ValueError):
+            price = None
+        if price is None or not price.is_finite():
+            errors.append(f"Line {n}: unit price is not a number.")
+        elif price < 0:
+            errors.append(f"Line {n}: unit price must not be negative.")
+        elif price > MAX_UNIT_PRICE:
+            errors.append(f"Line {n}: unit price must not exceed {MAX_UNIT_PRICE}.")
+        elif price != price.quantize(Decimal("0.01")):
+            errors.append(f"Line {n}: unit price must have at most two decimals.")
+    return errors
+
+
+def _ship_to_errors(ship_to: ShipTo) -> list[str]:
+    errors = []
+    for attr, label, required in (
+        ("name", "Name", True),
+        ("line1", "Address line", True),
+        ("city", "City", True),
+        ("postal_code", "Postal code", False),  # not every country has them
+    ):
+        value = getattr(ship_to, attr)
+        max_length = Order._meta.get_field(f"ship_to_{attr}").max_length
+        if required and not value.strip():
+            errors.append(f"{label} is required.")
+        elif len(value) > max_length:
+            errors.append(f"{label} must be at most {max_length} characters.")
+    if len(ship_to.country) != 2 or not ship_to.country.isascii() or not ship_to.country.isalpha():
+        errors.append("Country must be a two-letter ISO 3166 code.")
+    return errors
 
 
 def order_create(
@@ -122,23 +195,17 @@ def order_create(
     if not lines:
         errors["lines"] = ["An order needs at least one line."]
     products = Product.objects.in_bulk([line.sku for line in lines], field_name="sku")
-    line_errors = []
-    for n, line in enumerate(lines, start=1):
-        if line.sku not in products:
-            line_errors.append(f"Line {n}: unknown SKU '{line.sku}'.")
-        if not isinstance(line.quantity, int) or line.quantity <= 0:
-            line_errors.append(f"Line {n}: quantity must be a whole number above zero.")
-        try:
-            if Decimal(line.unit_price) < 0:
-                line_errors.append(f"Line {n}: unit price must not be negative.")
-        except (InvalidOperation, TypeError):
-            line_errors.append(f"Line {n}: unit price is not a number.")
-    if line_errors:
+    if line_errors := _line_errors(lines, products):
         errors.setdefault("lines", []).extend(line_errors)
+    if ship_to_errors := _ship_to_errors(ship_to):
+        errors["ship_to"] = ship_to_errors
     if errors:
         raise InvalidInput("The order is not valid.", fields=errors)
+    total = sum((_price(line.unit_price) * line.quantity for line in lines), Decimal(0))
+    if total > MAX_ORDER_TOTAL:
+        message = f"The order total must not exceed {MAX_ORDER_TOTAL}."
+        raise InvalidInput("The order is not valid.", fields={"lines": [message]})
 
-    total = sum((Decimal(line.unit_price) * line.quantity for line in lines), Decimal(0))
     try:
         with transaction.atomic():
             order = Order.objects.create(
@@ -160,7 +227,7 @@ def order_create(
                     line_no=n,
                     product=products[line.sku],
                     quantity=line.quantity,
-                    unit_price=Decimal(line.unit_price),
+                    unit_price=_price(line.unit_price),
                 )
                 for n, line in enumerate(lines, start=1)
             )
@@ -199,13 +266,18 @@ class CreditDecision:
     def as_data(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
-            "credit_limit": str(self.credit_limit),
-            "open_receivables": str(self.open_receivables),
-            "other_open_orders": str(self.other_open_orders),
-            "this_order": str(self.this_order),
-            "exposure": str(self.exposure),
+            "credit_limit": _money(self.credit_limit),
+            "open_receivables": _money(self.open_receivables),
+            "other_open_orders": _money(self.other_open_orders),
+            "this_order": _money(self.this_order),
+            "exposure": _money(self.exposure),
             "credit_blocked": self.blocked,
         }
+
+
+def _money(value: Decimal) -> str:
+    """Amounts in the timeline always with two decimals, whichever database summed them."""
+    return str(Decimal(value).quantize(Decimal("0.01")))
 
 
 def credit_exposure(*, order: Order) -> CreditDecision:
@@ -234,8 +306,9 @@ def order_credit_check(*, order: Order, actor: Actor) -> CreditDecision:
     Exposure = open receivables + the customer's other open orders + this order; it must
     not exceed the credit limit, and a credit-blocked customer always fails.
     """
-    # One credit check per customer at a time, so two orders cannot both use the headroom.
-    Customer.objects.select_for_update().filter(pk=order.customer_id).first()
+    # One credit check per customer at a time, so two orders cannot both use the headroom;
+    # the customer's figures are the ones read under that lock, not a copy loaded earlier.
+    order.customer = Customer.objects.select_for_update().get(pk=order.customer_id)
     _transition(order, "start_credit_check", actor=actor)
     decision = credit_exposure(order=order)
     if decision.passed:
@@ -244,7 +317,7 @@ def order_credit_check(*, order: Order, actor: Actor) -> CreditDecision:
         reason = (
             "Customer is credit-blocked."
             if decision.blocked
-            else f"Exposure {decision.exposure} exceeds credit limit {decision.credit_limit}."
+            else f"Exposure {_money(decision.exposure)} exceeds credit limit {_money(decision.credit_limit)}."
         )
         _transition(order, "fail_credit_check", actor=actor, reason=reason, data=decision.as_data())
     return decision
@@ -291,6 +364,7 @@ def order_allocate(*, order: Order, actor: Actor) -> AllocationResult:
         raise TransitionNotAllowed(
             f"Order {order.external_id} is {order.get_status_display().lower()}; it cannot be allocated."
         )
+    _lock_order(order)
     lines = [line for line in order.lines.select_related("product") if line.open_quantity > 0]
     product_ids = [line.product_id for line in lines]
     stock = list(
@@ -426,6 +500,25 @@ class ShippedLine:
     quantity: int
 
 
+def _reduce_allocations(allocations: list[Allocation], units: int, *, give_back_stock: bool = False) -> None:
+    """Take ``units`` off these reservations in turn, deleting the ones used up; with
+    ``give_back_stock`` the units return to the warehouses' free stock."""
+    for alloc in allocations:
+        if units <= 0:
+            break
+        take = min(alloc.quantity, units)
+        if give_back_stock:
+            Inventory.objects.filter(
+                warehouse_id=alloc.warehouse_id, product_id=alloc.line.product_id
+            ).update(allocated=F("allocated") - take)
+        if take == alloc.quantity:
+            alloc.delete()
+        else:
+            alloc.quantity -= take
+            alloc.save(update_fields=["quantity"])
+        units -= take
+
+
 @transaction.atomic
 def order_record_shipment(
     *,
@@ -439,6 +532,7 @@ def order_record_shipment(
     shipped_at: datetime | None = None,
 ) -> Shipment:
     """Record what left the warehouse; the order becomes shipped or partially shipped."""
+    _lock_order(order)
     warehouse = Warehouse.objects.filter(code=warehouse_code).first()
     if warehouse is None:
         raise InvalidInput(f"Unknown warehouse '{warehouse_code}'.", fields={"warehouse": ["Unknown."]})
@@ -455,6 +549,10 @@ def order_record_shipment(
             errors.append(f"Shipping {sl.quantity} of '{sl.sku}' exceeds what was ordered.")
     if errors or not lines:
         raise InvalidInput("The shipment is not valid.", fields={"lines": errors or ["No lines."]})
+    if Shipment.objects.filter(external_id=shipment_id).exists():
+        raise InvalidInput(
+            f"Shipment '{shipment_id}' is recorded already.", fields={"shipment_id": ["Already recorded."]}
+        )
 
     shipment = Shipment.objects.create(
         order=order,
@@ -471,9 +569,12 @@ def order_record_shipment(
     for sl in lines:
         line = order_lines[sl.sku]
         line.shipped_quantity += sl.quantity
-        from_allocation = min(sl.quantity, line.allocated_quantity)
+        # Only this line's reservations at the shipping warehouse are used up; any units
+        # beyond them come out of that warehouse's free stock.
+        here = list(line.allocations.filter(warehouse=warehouse).order_by("id"))
+        from_allocation = min(sl.quantity, sum(alloc.quantity for alloc in here))
         stock = Inventory.objects.filter(warehouse=warehouse, product=line.product)
-        moved = stock.filter(on_hand__gte=sl.quantity, allocated__gte=from_allocation).update(
+        moved = stock.filter(on_hand__gte=F("allocated") - from_allocation + sl.quantity).update(
             on_hand=F("on_hand") - sl.quantity, allocated=F("allocated") - from_allocation
         )
         if not moved:
@@ -481,7 +582,14 @@ def order_record_shipment(
                 f"Warehouse {warehouse.code} has no stock record covering {sl.quantity} of '{sl.sku}'.",
                 fields={"lines": ["Insufficient stock."]},
             )
+        _reduce_allocations(here, from_allocation)
         line.allocated_quantity -= from_allocation
+        # Reservations elsewhere beyond what is still to ship would never be used: give them back.
+        excess = line.allocated_quantity - (line.quantity - line.shipped_quantity)
+        if excess > 0:
+            elsewhere = list(line.allocations.exclude(warehouse=warehouse).order_by("-id"))
+            _reduce_allocations(elsewhere, excess, give_back_stock=True)
+            line.allocated_quantity -= excess
     OrderLine.objects.bulk_update(order_lines.values(), ["shipped_quantity", "allocated_quantity"])
     complete = all(line.shipped_quantity >= line.quantity for line in order_lines.values())
     _transition(
@@ -497,6 +605,7 @@ def order_record_shipment(
 def order_confirm_delivery(
     *, order: Order, shipment_id: str, delivered_at: datetime, signed_by: str, actor: Actor
 ) -> Shipment:
+    _lock_order(order)  # so the last two deliveries confirmed at once see each other
     shipment = order.shipments.filter(external_id=shipment_id).first()
     if shipment is None:
         raise NotFound(f"Order {order.external_id} has no shipment '{shipment_id}'.")

@@ -5,11 +5,26 @@ from datetime import time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.models import Group, User
+from django.db import transaction
 
 from fulfillment.core import clock
 from fulfillment.core.actors import Actor
 from orders import services
-from orders.models import Customer, Inventory, Order, Product, Tier, Warehouse
+from orders.models import (
+    Allocation,
+    Customer,
+    Inventory,
+    Invoice,
+    Order,
+    OrderLine,
+    OrderTransition,
+    Product,
+    Shipment,
+    ShipmentLine,
+    Status,
+    Tier,
+    Warehouse,
+)
 
 _seq = itertools.count(1)
 SYSTEM = Actor.named("test")
@@ -77,3 +92,88 @@ def order(
         lines=[services.LineInput(sku=p.sku, quantity=q, unit_price=p.price) for p, q in lines],
         actor=actor,
     )
+
+
+def row_counts() -> dict[str, int]:
+    """How many order-side rows exist: compare before and after to prove nothing was written."""
+    models = [Order, OrderLine, OrderTransition, Allocation, Shipment, ShipmentLine, Invoice]
+    return {m.__name__: m.objects.count() for m in models}
+
+
+def order_in(status: str, cust: Customer | None = None, qty: int = 4, actor: Actor = SYSTEM) -> Order:
+    """An order of one line (``qty`` units of a new product at its preferred warehouse)
+    driven to ``status`` through the services, the way a real order gets there.
+
+    Stock at the warehouse: none for backordered, ``qty // 2`` for partially allocated,
+    ``qty`` otherwise. Partially shipped means one unit shipped.
+    """
+    s = Status
+    wh = warehouse()
+    prod = product()
+    on_hand = {s.BACKORDERED: 0, s.PARTIALLY_ALLOCATED: qty // 2}.get(status, qty)
+    if on_hand:
+        stock(wh, prod, on_hand)
+    o = order(cust, [(prod, qty)], wh=wh, actor=actor)
+
+    if status == s.ON_HOLD:
+        services.order_apply(order=o, transition_name="hold", actor=actor, reason="factory hold")
+    elif status == s.CANCELLED:
+        services.order_cancel(order=o, actor=actor, reason="factory cancel")
+    elif status == s.CREDIT_CHECK:
+        with transaction.atomic():
+            services._transition(o, "start_credit_check", actor=actor)
+    elif status == s.CREDIT_HOLD:
+        blocked = o.customer.credit_blocked
+        Customer.objects.filter(pk=o.customer_id).update(credit_blocked=True)
+        o.customer.refresh_from_db()
+        services.order_credit_check(order=o, actor=actor)
+        Customer.objects.filter(pk=o.customer_id).update(credit_blocked=blocked)
+        o.customer.refresh_from_db()
+    elif status != s.RECEIVED:
+        assert services.order_credit_check(order=o, actor=actor).passed
+        if status != s.ALLOCATING:
+            services.order_allocate(order=o, actor=actor)
+        if status == s.AWAITING_RELEASE:
+            services.order_request_release_approval(order=o, actor=actor)
+        elif status not in (s.ALLOCATING, s.BACKORDERED, s.PARTIALLY_ALLOCATED, s.ALLOCATED):
+            _drive_from_allocated(o, status, prod, wh, qty, actor)
+    assert o.status == status, f"factory reached {o.status}, not {status}"
+    return o
+
+
+def _drive_from_allocated(
+    o: Order, status: str, prod: Product, wh: Warehouse, qty: int, actor: Actor
+) -> None:
+    s = Status
+    services.order_release(order=o, actor=actor)
+    if status == s.RELEASED:
+        return
+    services.order_start_picking(order=o, actor=actor)
+    if status == s.PICKING:
+        return
+    services.order_pack(order=o, actor=actor)
+    if status == s.PACKED:
+        return
+    shipped = 1 if status == s.PARTIALLY_SHIPPED else qty
+    services.order_record_shipment(
+        order=o,
+        shipment_id=f"SH-{next(_seq):07d}",
+        warehouse_code=wh.code,
+        lines=[services.ShippedLine(sku=prod.sku, quantity=shipped)],
+        actor=actor,
+    )
+    if status in (s.PARTIALLY_SHIPPED, s.SHIPPED):
+        return
+    services.order_confirm_delivery(
+        order=o,
+        shipment_id=o.shipments.get().external_id,
+        delivered_at=clock.now(),
+        signed_by="J. Doe",
+        actor=actor,
+    )
+    if status == s.DELIVERED:
+        return
+    services.order_invoice(order=o, number=f"INV-{next(_seq):07d}", actor=actor)
+    if status == s.INVOICED:
+        return
+    services.order_close(order=o, actor=actor)
