@@ -1,14 +1,27 @@
 """The order's way through the portal, written out in one visible place.
 
 Each step calls the services of the apps below in order; nothing here is hidden in a
-signal or ``save()``.
+signal or ``save()``. Every function runs in one transaction: a step that fails undoes
+the steps before it.
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from django.db import transaction
+from django.db.models import F
+
+from approvals import services as approval_services
+from approvals.models import Kind as ApprovalKind
+from exceptions import services as exception_services
 from fulfillment.core.actors import Actor
+from fulfillment.core.models import OutboxMessage
 from orders import services as order_services
-from orders.models import Order, Status
+from orders.models import Order, OrderLine, Product, Shipment, Status
+
+SHORTFALL = "inventory_shortfall"
+# Orders offered new stock per arrival; the stall sweep and the next arrival reach the rest.
+STOCK_ARRIVAL_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -18,16 +31,131 @@ class IntakeOutcome:
     allocation: order_services.AllocationResult | None
 
 
+@transaction.atomic
 def order_intake(*, order: Order, actor: Actor) -> IntakeOutcome:
-    """received → credit check → allocation → release, as far as the rules allow."""
+    """received → credit check → (credit hold for finance | allocation → release)."""
     decision = order_services.order_credit_check(order=order, actor=actor)
     if not decision.passed:
+        approval_services.approval_request(
+            order=order, kind=ApprovalKind.CREDIT_HOLD, actor=actor, figures=decision.as_data()
+        )
         return IntakeOutcome(order=order, credit_passed=False, allocation=None)
     return IntakeOutcome(order=order, credit_passed=True, allocation=order_allocate(order=order, actor=actor))
 
 
+@transaction.atomic
 def order_allocate(*, order: Order, actor: Actor) -> order_services.AllocationResult:
+    """Reserve stock; a shortfall becomes (or updates) the planners' exception, a full
+    allocation clears it and releases the order — after finance approval when its value
+    is at or above the high-value threshold."""
     result = order_services.order_allocate(order=order, actor=actor)
-    if order.status == Status.ALLOCATED:
+    if result.shortfall:
+        exception_services.exception_raise(
+            type_code=SHORTFALL,
+            order=order,
+            details={"shortfall": result.shortfall, "allocated": result.allocated},
+            actor=actor,
+        )
+        return result
+    exception_services.exception_clear(
+        order=order, type_code=SHORTFALL, note="Allocated in full.", actor=actor
+    )
+    threshold = approval_services.high_value_threshold()
+    if threshold is not None and order.total >= threshold:
+        order_services.order_request_release_approval(
+            order=order, actor=actor, reason=f"Order value {order.total} is at or above {threshold}."
+        )
+        approval_services.approval_request(order=order, kind=ApprovalKind.HIGH_VALUE_RELEASE, actor=actor)
+    else:
         order_services.order_release(order=order, actor=actor)
     return result
+
+
+def stock_arrived(*, product: Product, actor: Actor) -> int:
+    """Offer new stock of ``product`` to the orders waiting for it, earliest promise
+    first; returns how many orders got more. Each order is its own transaction."""
+    waiting = (
+        Order.objects.filter(
+            status__in=[Status.BACKORDERED, Status.PARTIALLY_ALLOCATED],
+            pk__in=OrderLine.objects.filter(product=product, allocated_quantity__lt=F("quantity")).values(
+                "order"
+            ),
+        )
+        .select_related("customer", "warehouse")
+        .order_by("promised_date", "created_at", "id")
+    )
+    helped = 0
+    for order in waiting[:STOCK_ARRIVAL_BATCH]:
+        helped += bool(order_allocate(order=order, actor=actor).allocated)
+    return helped
+
+
+@transaction.atomic
+def pick_completed(
+    *, order: Order, warehouse_code: str, picked: dict[str, int], actor: Actor
+) -> dict[str, int]:
+    short = order_services.order_record_pick(
+        order=order, warehouse_code=warehouse_code, picked=picked, actor=actor
+    )
+    if short:
+        exception_services.exception_raise(
+            type_code="pick_short", order=order, details={"shortfall": short, "warehouse": warehouse_code},
+            actor=actor,
+        )  # fmt: skip
+    return short
+
+
+@transaction.atomic
+def delivery_confirmed(
+    *, order: Order, shipment_id: str, delivered_at: datetime, signed_by: str, actor: Actor
+) -> None:
+    order_services.order_confirm_delivery(
+        order=order, shipment_id=shipment_id, delivered_at=delivered_at, signed_by=signed_by, actor=actor
+    )
+    exception_services.exception_clear(
+        order=order, type_code="delivery_failed", note=f"Delivered, signed by {signed_by}.", actor=actor
+    )
+
+
+# Carrier statuses that mean the parcel will not arrive as planned.
+DELIVERY_PROBLEMS = {"exception", "failed"}
+
+
+@transaction.atomic
+def tracking_updated(
+    *, shipment: Shipment, status: str, eta: datetime | None, as_of: datetime, actor: Actor
+) -> bool:
+    """Take the carrier's news; a failed delivery, or an ETA past the promised date,
+    becomes a customer-service exception."""
+    if not order_services.shipment_update_tracking(shipment=shipment, status=status, eta=eta, as_of=as_of):
+        return False
+    order = shipment.order
+    if status in DELIVERY_PROBLEMS:
+        exception_services.exception_raise(
+            type_code="delivery_failed", order=order,
+            details={"shipment": shipment.external_id, "tracking": shipment.tracking, "status": status},
+            actor=actor,
+        )  # fmt: skip
+    promised = exception_services.promised_at(order)
+    if eta is not None and eta > promised and status != "delivered":
+        details = {"shipment": shipment.external_id, "eta": eta.isoformat(), "promised": promised.isoformat()}
+        exception_services.exception_raise(
+            type_code="late_shipment_risk", order=order, details=details, actor=actor
+        )
+    elif eta is not None:
+        exception_services.exception_clear(
+            order=order, type_code="late_shipment_risk", note=f"Carrier ETA {eta:%Y-%m-%d %H:%M} is in time.",
+            actor=actor,
+        )  # fmt: skip
+    return True
+
+
+@transaction.atomic
+def outbox_delivered(*, message: OutboxMessage, actor: Actor) -> None:
+    """What another system's answer means for the order (the ERP's invoice number)."""
+    if message.topic != "erp.invoice" or not isinstance(message.response, dict):
+        return
+    order = Order.objects.filter(external_id=message.subject_ref, status=Status.DELIVERED).first()
+    number = message.response.get("invoice_number")
+    if order is not None and number:
+        order_services.order_invoice(order=order, number=str(number), actor=actor)

@@ -238,6 +238,10 @@ class Order(ConcurrentTransitionMixin, TimeStampedModel):
     @transition(field=status, source=[S.PICKING, S.PACKED, S.PARTIALLY_SHIPPED], target=S.SHIPPED)
     def ship_in_full(self) -> None: ...
 
+    @transition(field=status, source=S.PARTIALLY_SHIPPED, target=S.SHIPPED)
+    def close_short(self) -> None:
+        """What did not ship will not ship: the order counts as shipped from now on."""
+
     @transition(field=status, source=S.SHIPPED, target=S.DELIVERED)
     def deliver(self) -> None: ...
 
@@ -306,6 +310,7 @@ class Shipment(models.Model):
     tracking = models.CharField(max_length=64, blank=True, db_index=True)
     tracking_status = models.CharField(max_length=32, blank=True)
     eta = models.DateTimeField(null=True, blank=True)
+    tracking_updated_at = models.DateTimeField(null=True, blank=True)
     shipped_at = models.DateTimeField()
     delivered_at = models.DateTimeField(null=True, blank=True)
     signed_by = models.CharField(max_length=200, blank=True)
@@ -362,3 +367,19 @@ class OrderTransition(models.Model):
     @property
     def actor_label(self) -> str:
         return self.actor_user.get_username() if self.actor_user_id else self.actor_system
+
+
+class Return(models.Model):
+    """Goods a customer sends back, as announced by the WMS."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="returns")
+    reference = models.CharField(max_length=100, unique=True)
+    lines = models.JSONField(help_text="SKU -> units returned.")
+    reason = models.TextField(blank=True)
+    initiated_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        ordering = ["initiated_at"]
+
+    def __str__(self) -> str:
+        return f"return {self.reference} of {self.order_id}"

@@ -17,6 +17,7 @@ from django_fsm import ConcurrentTransition, can_proceed
 from fulfillment.core import clock
 from fulfillment.core.actors import Actor
 from fulfillment.core.errors import ConcurrentUpdate, InvalidInput, NotFound, TransitionNotAllowed
+from fulfillment.core.outbox import outbox_put
 from orders.models import (
     OPEN_FOR_CREDIT,
     Allocation,
@@ -28,12 +29,18 @@ from orders.models import (
     OrderLine,
     OrderTransition,
     Product,
+    Return,
     Shipment,
     ShipmentLine,
     Status,
     Warehouse,
 )
 
+# States the ERP hears about (its order status field), through the outbox.
+ERP_STATUS_FEED = {
+    Status.CREDIT_HOLD, Status.RELEASED, Status.PARTIALLY_SHIPPED, Status.SHIPPED,
+    Status.DELIVERED, Status.CANCELLED,
+}  # fmt: skip
 # Transitions a person may trigger by hand from a screen or the API.
 MANUAL_TRANSITIONS = {"hold", "release_hold", "cancel"}
 
@@ -75,7 +82,7 @@ def _transition(
         raise ConcurrentUpdate(
             f"Order {order.external_id} was changed by someone else; reload it and try again."
         ) from exc
-    OrderTransition.objects.create(
+    row = OrderTransition.objects.create(
         order=order,
         transition=name,
         from_state=from_state,
@@ -86,6 +93,14 @@ def _transition(
         data=data or {},
         at=order.status_changed_at,
     )
+    if order.status in ERP_STATUS_FEED:
+        outbox_put(
+            endpoint="erp",
+            topic="erp.status",
+            payload={"order": order.external_id, "status": order.status, "at": row.at.isoformat()},
+            idempotency_key=f"status:{order.external_id}:{row.pk}",
+            subject_ref=order.external_id,
+        )
 
 
 def _lock_order(order: Order) -> None:
@@ -478,7 +493,43 @@ def order_request_release_approval(*, order: Order, actor: Actor, reason: str = 
 
 @transaction.atomic
 def order_release(*, order: Order, actor: Actor, reason: str = "") -> Order:
-    _transition(order, "release", actor=actor, reason=reason)
+    """Hand the order to the warehouses that hold its reservations: one WMS release and one
+    carrier booking per warehouse, sent by the outbox after commit."""
+    _lock_order(order)
+    by_warehouse: dict[str, list[dict[str, Any]]] = {}
+    for alloc in Allocation.objects.filter(line__order=order).select_related("warehouse", "line__product"):
+        by_warehouse.setdefault(alloc.warehouse.code, []).append(
+            {"sku": alloc.line.product.sku, "quantity": alloc.quantity}
+        )
+    if not by_warehouse:
+        raise TransitionNotAllowed(f"Order {order.external_id} has nothing allocated to release.")
+    _transition(order, "release", actor=actor, reason=reason, data={"warehouses": sorted(by_warehouse)})
+    ship_to = {
+        "name": order.ship_to_name,
+        "line1": order.ship_to_line1,
+        "city": order.ship_to_city,
+        "postal_code": order.ship_to_postal_code,
+        "country": order.ship_to_country,
+    }
+    for code, lines in sorted(by_warehouse.items()):
+        ref = order.external_id
+        outbox_put(
+            endpoint="wms",
+            topic="order.release",
+            payload={
+                "order": ref, "warehouse": code, "lines": lines, "ship_to": ship_to,
+                "promised_date": order.promised_date.isoformat(),
+            },
+            idempotency_key=f"release:{ref}:{code}",
+            subject_ref=ref,
+        )  # fmt: skip
+        outbox_put(
+            endpoint="carrier",
+            topic="carrier.booking",
+            payload={"order": ref, "warehouse": code, "ship_to": ship_to, "parcels": len(lines)},
+            idempotency_key=f"booking:{ref}:{code}",
+            subject_ref=ref,
+        )
     return order
 
 
@@ -598,6 +649,18 @@ def order_record_shipment(
         actor=actor,
         data={"shipment": shipment_id, "lines": {sl.sku: sl.quantity for sl in lines}},
     )
+    outbox_put(
+        endpoint="notify",
+        topic="customer.notify",
+        payload={
+            "order": order.external_id,
+            "customer": order.customer.code,
+            "template": "shipment_dispatched",
+            "data": {"shipment": shipment_id, "carrier": carrier_code, "tracking": tracking},
+        },
+        idempotency_key=f"notify:shipped:{shipment_id}",
+        subject_ref=order.external_id,
+    )
     return shipment
 
 
@@ -612,9 +675,36 @@ def order_confirm_delivery(
     shipment.delivered_at = delivered_at
     shipment.signed_by = signed_by
     shipment.save(update_fields=["delivered_at", "signed_by"])
-    if order.status == Status.SHIPPED and not order.shipments.filter(delivered_at__isnull=True).exists():
-        _transition(order, "deliver", actor=actor, data={"shipment": shipment_id, "signed_by": signed_by})
+    _deliver_if_complete(order, actor=actor, data={"shipment": shipment_id, "signed_by": signed_by})
     return shipment
+
+
+def _deliver_if_complete(order: Order, *, actor: Actor, data: dict[str, Any]) -> None:
+    """Shipped and every shipment delivered: the order is delivered and the ERP is asked
+    to invoice it."""
+    if order.status != Status.SHIPPED or order.shipments.filter(delivered_at__isnull=True).exists():
+        return
+    _transition(order, "deliver", actor=actor, data=data)
+    outbox_put(
+        endpoint="erp",
+        topic="erp.invoice",
+        payload={"order": order.external_id, "amount": _money(order.total), "currency": order.currency},
+        idempotency_key=f"invoice:{order.external_id}",
+        subject_ref=order.external_id,
+    )
+
+
+@transaction.atomic
+def order_close_short(*, order: Order, actor: Actor, reason: str) -> Order:
+    """Settle a partially shipped order: the rest will not ship. Its remaining
+    reservations go back to stock."""
+    if not reason.strip():
+        raise InvalidInput("Say why the rest will not ship.", fields={"reason": ["Required."]})
+    _lock_order(order)
+    _transition(order, "close_short", actor=actor, reason=reason)
+    released = _release_allocations(order)
+    _deliver_if_complete(order, actor=actor, data={"released_stock": released})
+    return order
 
 
 @transaction.atomic
@@ -629,3 +719,109 @@ def order_invoice(*, order: Order, number: str, actor: Actor) -> Invoice:
 def order_close(*, order: Order, actor: Actor, reason: str = "") -> Order:
     _transition(order, "close", actor=actor, reason=reason)
     return order
+
+
+@dataclass(frozen=True)
+class StockChange:
+    inventory: Inventory
+    applied: bool
+    increased_by: int
+
+
+@transaction.atomic
+def inventory_set_on_hand(*, warehouse_code: str, sku: str, on_hand: int, as_of: datetime) -> StockChange:
+    """Take the WMS's absolute on-hand figure counted at ``as_of``; an older figure than
+    the one applied last never overwrites it."""
+    warehouse = Warehouse.objects.filter(code=warehouse_code).first()
+    product = Product.objects.filter(sku=sku).first()
+    if warehouse is None or product is None:
+        unknown = f"warehouse '{warehouse_code}'" if warehouse is None else f"SKU '{sku}'"
+        raise InvalidInput(f"Unknown {unknown}.")
+    if on_hand < 0:
+        raise InvalidInput("On hand cannot be negative.", fields={"on_hand": ["Must be 0 or more."]})
+    inventory, _ = Inventory.objects.get_or_create(warehouse=warehouse, product=product)
+    inventory = Inventory.objects.select_for_update().select_related("product").get(pk=inventory.pk)
+    if inventory.counted_at is not None and as_of <= inventory.counted_at:
+        return StockChange(inventory=inventory, applied=False, increased_by=0)
+    if on_hand < inventory.allocated:
+        raise InvalidInput(
+            f"{warehouse.code} reports {on_hand} of {sku} on hand, below the {inventory.allocated} "
+            "already reserved for orders: a planner must re-plan those reservations."
+        )
+    increased_by = on_hand - inventory.on_hand
+    inventory.on_hand, inventory.counted_at = on_hand, as_of
+    inventory.save(update_fields=["on_hand", "counted_at", "updated_at"])
+    return StockChange(inventory=inventory, applied=True, increased_by=increased_by)
+
+
+@transaction.atomic
+def order_record_pick(
+    *, order: Order, warehouse_code: str, picked: dict[str, int], actor: Actor
+) -> dict[str, int]:
+    """The warehouse picked and packed the order; returns SKU -> units short.
+
+    Units allocated but not found were not there: they leave the warehouse's stock and
+    the order's reservations, so the books match the shelf.
+    """
+    _lock_order(order)
+    warehouse = Warehouse.objects.filter(code=warehouse_code).first()
+    if warehouse is None:
+        raise InvalidInput(f"Unknown warehouse '{warehouse_code}'.", fields={"warehouse": ["Unknown."]})
+    lines = {line.product.sku: line for line in order.lines.select_related("product")}
+    unknown = sorted(set(picked) - set(lines))
+    if unknown:
+        raise InvalidInput(f"SKU(s) {', '.join(unknown)} are not on order {order.external_id}.")
+    short: dict[str, int] = {}
+    for sku, line in lines.items():
+        here = list(line.allocations.filter(warehouse=warehouse).order_by("id"))
+        reserved = sum(alloc.quantity for alloc in here)
+        missing = reserved - picked.get(sku, reserved)
+        if missing <= 0:
+            continue
+        short[sku] = missing
+        Inventory.objects.filter(warehouse=warehouse, product=line.product).update(
+            on_hand=F("on_hand") - missing, allocated=F("allocated") - missing
+        )
+        _reduce_allocations(here, missing)
+        line.allocated_quantity -= missing
+        line.save(update_fields=["allocated_quantity"])
+    data = {"warehouse": warehouse.code, "picked": picked, "short": short}
+    _transition(order, "start_picking", actor=actor, data=data)
+    _transition(order, "pack", actor=actor)
+    return short
+
+
+@transaction.atomic
+def order_record_return(
+    *, order: Order, reference: str, lines: dict[str, int], reason: str, actor: Actor
+) -> Return:
+    on_order = set(order.lines.values_list("product__sku", flat=True))
+    unknown = sorted(set(lines) - on_order)
+    if unknown:
+        raise InvalidInput(f"SKU(s) {', '.join(unknown)} are not on order {order.external_id}.")
+    if order.status not in (
+        Status.SHIPPED,
+        Status.PARTIALLY_SHIPPED,
+        Status.DELIVERED,
+        Status.INVOICED,
+        Status.CLOSED,
+    ):
+        raise TransitionNotAllowed(f"Order {order.external_id} has not shipped; nothing can be returned.")
+    returned, _ = Return.objects.get_or_create(
+        reference=reference, defaults={"order": order, "lines": lines, "reason": reason}
+    )
+    return returned
+
+
+@transaction.atomic
+def shipment_update_tracking(
+    *, shipment: Shipment, status: str, eta: datetime | None, as_of: datetime
+) -> bool:
+    """Take the carrier's latest tracking status; an older update never overwrites a newer."""
+    locked = Shipment.objects.select_for_update().get(pk=shipment.pk)
+    if locked.tracking_updated_at is not None and as_of <= locked.tracking_updated_at:
+        return False
+    locked.tracking_status, locked.eta, locked.tracking_updated_at = status, eta, as_of
+    locked.save(update_fields=["tracking_status", "eta", "tracking_updated_at"])
+    shipment.tracking_status, shipment.eta, shipment.tracking_updated_at = status, eta, as_of
+    return True

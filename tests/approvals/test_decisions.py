@@ -247,10 +247,18 @@ def test_a_two_approver_band_needs_two_distinct_approvers() -> None:
     assert (request.status, request.decided_at) == ("approved", MONDAY_9 + timedelta(hours=1))
     item = item_of(request)
     assert (item.state, item.resolution_code, item.resolved_by) == ("resolved", "approved", bob)
+    # 61,200 is at or above the high-value threshold (25,000): allocated, it waits for a
+    # release approval instead of going straight to the warehouse.
     assert_timeline_after_hold(
         order,
-        [("release_credit_hold", "bob", "Agreed."), ("allocate_in_full", "bob", ""), ("release", "bob", "")],
+        [
+            ("release_credit_hold", "bob", "Agreed."),
+            ("allocate_in_full", "bob", ""),
+            ("request_release_approval", "bob", "Order value 61200.00 is at or above 25000.00."),
+        ],
     )
+    release = ApprovalRequest.objects.get(order=order, kind="high_value_release")
+    assert (release.status, release.amount) == ("pending", order.total)
 
 
 def test_a_rejection_after_the_first_approval_is_final() -> None:

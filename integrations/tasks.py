@@ -1,0 +1,16 @@
+"""django-q2 entry points: thin, idempotent, keyed by ids."""
+
+from integrations.inbound import inbound_event_apply, retry_deferred
+from integrations.relay import relay_run
+
+
+def apply_inbound_event(event_pk: int) -> str:
+    return inbound_event_apply(event_pk=event_pk)
+
+
+def retry_deferred_events() -> int:
+    return retry_deferred()
+
+
+def relay_outbox() -> int:
+    return relay_run()
