@@ -1,10 +1,6 @@
-from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.contrib import admin
 from django.http import HttpRequest
 
-from fulfillment.core.actors import Actor
-from fulfillment.core.errors import ApplicationError
-from orders import services
 from orders.models import (
     Carrier,
     Customer,
@@ -90,7 +86,8 @@ class OrderTransitionInline(admin.TabularInline):
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    """Read-only view of orders; state changes only through the services (actions below)."""
+    """Read-only view of orders: state changes go through the services (screens and API),
+    credit holds through finance approval."""
 
     list_display = ["external_id", "customer", "status", "total", "promised_date", "warehouse"]
     list_filter = ["status", "warehouse"]
@@ -99,27 +96,12 @@ class OrderAdmin(admin.ModelAdmin):
     raw_id_fields = ["customer"]
     show_full_result_count = False
     inlines = [OrderLineInline, OrderTransitionInline]
-    actions = ["release_credit_hold"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Order | None = None) -> list[str]:
         return [f.name for f in Order._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
-
-    @admin.action(description="Release credit hold of the selected orders")
-    def release_credit_hold(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
-        done = 0
-        for order in queryset:
-            try:
-                services.order_release_credit_hold(
-                    order=order, actor=Actor.of(request.user), reason="Released by an admin."
-                )
-                done += 1
-            except ApplicationError as exc:
-                self.message_user(request, exc.message, messages.WARNING)
-        if done:
-            self.message_user(request, f"Released {done} order(s) from credit hold.")
 
 
 @admin.register(Shipment)
