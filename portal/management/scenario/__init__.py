@@ -1,0 +1,1 @@
+"""The demo distributor scenario built by ``manage.py demo_data``."""
