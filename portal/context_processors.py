@@ -11,6 +11,8 @@ ROLE_LABELS = {CUSTOMER_SERVICE: "Customer service", PLANNER: "Planner", FINANCE
 SECTIONS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("home", "Home", (), ("home",)),
     ("orders", "Orders", ROLES, ("order",)),
+    ("approvals", "Approvals", (FINANCE, ADMIN), ("approval", "delegation")),
+    ("settings", "Settings", (ADMIN,), ("settings",)),
 ]
 
 
