@@ -825,3 +825,146 @@ def shipment_update_tracking(
     locked.save(update_fields=["tracking_status", "eta", "tracking_updated_at"])
     shipment.tracking_status, shipment.eta, shipment.tracking_updated_at = status, eta, as_of
     return True
+
+
+# --- the ERP's bulk path ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderImport:
+    """One order of an ERP batch: the same fields ``order_create`` takes."""
+
+    external_id: str
+    customer_code: str
+    promised_date: date
+    ship_to: ShipTo
+    lines: list[LineInput]
+    warehouse_code: str | None = None
+    currency: str = "EUR"
+
+
+def _import_errors(
+    row: OrderImport, customers: dict[str, int], warehouses: dict[str, int], products: dict[str, Product]
+) -> dict[str, list[str]]:
+    """What ``order_create`` would refuse in this row, checked against the batch's lookups."""
+    errors: dict[str, list[str]] = {}
+    if not row.external_id or len(row.external_id) > 64:
+        errors["external_id"] = ["Give an external id of 1 to 64 characters."]
+    if row.customer_code not in customers:
+        errors["customer"] = [f"Unknown customer '{row.customer_code}'."]
+    if row.warehouse_code and row.warehouse_code not in warehouses:
+        errors["warehouse"] = [f"Unknown warehouse '{row.warehouse_code}'."]
+    if len(row.currency) != 3 or not row.currency.isalpha():
+        errors["currency"] = ["Use a three-letter ISO 4217 code."]
+    if not row.lines:
+        errors["lines"] = ["An order needs at least one line."]
+    if line_errors := _line_errors(row.lines, products):
+        errors.setdefault("lines", []).extend(line_errors)
+    elif row.lines:
+        total = sum((_price(line.unit_price) * line.quantity for line in row.lines), Decimal(0))
+        if total > MAX_ORDER_TOTAL:
+            errors["lines"] = [f"The order total must not exceed {MAX_ORDER_TOTAL}."]
+    if ship_to_errors := _ship_to_errors(row.ship_to):
+        errors["ship_to"] = ship_to_errors
+    return errors
+
+
+def orders_import(*, rows: list[OrderImport], actor: Actor) -> int:
+    """Take a batch of ERP orders in one transaction; returns how many were new.
+
+    Every row is checked as ``order_create`` checks one order; if any row is bad, the
+    batch is refused (``InvalidInput`` with fields named ``rows.<n>.<field>``, n from 1)
+    and nothing is written. Orders whose external id is known already are skipped, so a
+    batch may be sent again. The new orders, their lines and their ``receive`` timeline
+    rows are inserted with one statement each (SQLite splits them at its parameter
+    limit), so the queries do not grow with the batch on PostgreSQL. The orders arrive
+    received; intake (credit check, allocation) takes them from there.
+    """
+    errors: dict[str, list[str]] = {}
+    bad_rows: set[int] = set()
+    seen: dict[str, int] = {}
+    for n, row in enumerate(rows, start=1):
+        if row.external_id in seen:
+            errors[f"rows.{n}.external_id"] = [f"'{row.external_id}' is on row {seen[row.external_id]} too."]
+            bad_rows.add(n)
+        seen.setdefault(row.external_id, n)
+    customers = dict(
+        Customer.objects.filter(code__in={row.customer_code for row in rows}).values_list("code", "pk")
+    )
+    warehouse_codes = {row.warehouse_code for row in rows if row.warehouse_code}
+    warehouses = dict(Warehouse.objects.filter(code__in=warehouse_codes).values_list("code", "pk"))
+    skus = {line.sku for row in rows for line in row.lines}
+    products = Product.objects.only("pk", "sku").in_bulk(skus, field_name="sku")
+    for n, row in enumerate(rows, start=1):
+        for name, messages in _import_errors(row, customers, warehouses, products).items():
+            errors.setdefault(f"rows.{n}.{name}", []).extend(messages)
+            bad_rows.add(n)
+    if errors:
+        raise InvalidInput(f"The batch is not valid: {len(bad_rows)} bad row(s).", fields=errors)
+
+    try:
+        return _import_new(rows, actor, customers, warehouses, products)
+    except IntegrityError:
+        # Another import took some of these external ids meanwhile: skip those as well.
+        return _import_new(rows, actor, customers, warehouses, products)
+
+
+@transaction.atomic
+def _import_new(
+    rows: list[OrderImport],
+    actor: Actor,
+    customers: dict[str, int],
+    warehouses: dict[str, int],
+    products: dict[str, Product],
+) -> int:
+    known = set(
+        Order.objects.filter(external_id__in=[row.external_id for row in rows]).values_list(
+            "external_id", flat=True
+        )
+    )
+    new = [row for row in rows if row.external_id not in known]
+    if not new:
+        return 0
+    now = clock.now()
+    orders = Order.objects.bulk_create(
+        Order(
+            external_id=row.external_id,
+            customer_id=customers[row.customer_code],
+            warehouse_id=warehouses[row.warehouse_code] if row.warehouse_code else None,
+            promised_date=row.promised_date,
+            currency=row.currency.upper(),
+            total=sum((_price(line.unit_price) * line.quantity for line in row.lines), Decimal(0)),
+            ship_to_name=row.ship_to.name,
+            ship_to_line1=row.ship_to.line1,
+            ship_to_city=row.ship_to.city,
+            ship_to_postal_code=row.ship_to.postal_code,
+            ship_to_country=row.ship_to.country.upper(),
+            status_changed_at=now,
+            created_at=now,
+        )
+        for row in new
+    )
+    OrderLine.objects.bulk_create(
+        OrderLine(
+            order_id=order.pk,
+            line_no=n,
+            product_id=products[line.sku].pk,
+            quantity=line.quantity,
+            unit_price=_price(line.unit_price),
+        )
+        for order, row in zip(orders, new, strict=True)
+        for n, line in enumerate(row.lines, start=1)
+    )
+    OrderTransition.objects.bulk_create(
+        OrderTransition(
+            order_id=order.pk,
+            transition="receive",
+            from_state="",
+            to_state=order.status,
+            actor_user=actor.user,
+            actor_system=actor.system,
+            at=now,
+        )
+        for order in orders
+    )
+    return len(orders)
