@@ -10,6 +10,8 @@ ROLE_LABELS = {CUSTOMER_SERVICE: "Customer service", PLANNER: "Planner", FINANCE
 # (url name, label, roles that see it, url-name prefixes that make it the active section)
 SECTIONS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("home", "Home", (), ("home",)),
+    ("my-work", "My work", ROLES, ("my-work",)),
+    ("queues", "Queues", ROLES, ("queue", "work-item")),
     ("orders", "Orders", ROLES, ("order",)),
     ("approvals", "Approvals", (FINANCE, ADMIN), ("approval", "delegation")),
     ("settings", "Settings", (ADMIN,), ("settings",)),
