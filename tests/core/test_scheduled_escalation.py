@@ -135,11 +135,17 @@ def test_the_setup_step_is_idempotent() -> None:
 
     assert rows == [
         ("evaluate-escalations", "fulfillment.core.tasks.evaluate_escalations", Schedule.MINUTES, 1, -1),
+        ("pull-erp-orders", "integrations.tasks.pull_erp_orders", Schedule.MINUTES, 1, -1),
+        ("relay-outbox", "integrations.tasks.relay_outbox", Schedule.MINUTES, 1, -1),
+        ("retry-deferred-events", "integrations.tasks.retry_deferred_events", Schedule.MINUTES, 1, -1),
         ("sweep-stalled-orders", "exceptions.tasks.sweep_stalled_orders", Schedule.MINUTES, 5, -1),
     ]
-    assert first.getvalue().splitlines()[-2:] == [
+    assert first.getvalue().splitlines()[-5:] == [
         "schedule evaluate-escalations: created (fulfillment.core.tasks.evaluate_escalations every 1 min)",
         "schedule sweep-stalled-orders: updated func, schedule_type, minutes",
+        "schedule relay-outbox: created (integrations.tasks.relay_outbox every 1 min)",
+        "schedule retry-deferred-events: created (integrations.tasks.retry_deferred_events every 1 min)",
+        "schedule pull-erp-orders: created (integrations.tasks.pull_erp_orders every 1 min)",
     ]
     assert second.getvalue().splitlines() == [
         "group customer_service: exists",
@@ -148,6 +154,9 @@ def test_the_setup_step_is_idempotent() -> None:
         "group admin: exists",
         "schedule evaluate-escalations: unchanged",
         "schedule sweep-stalled-orders: unchanged",
+        "schedule relay-outbox: unchanged",
+        "schedule retry-deferred-events: unchanged",
+        "schedule pull-erp-orders: unchanged",
     ]
     assert list(Schedule.objects.order_by("name").values_list("next_run", flat=True)) == next_runs
     assert set(Group.objects.values_list("name", flat=True)) >= {

@@ -1,8 +1,10 @@
 import random
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from tqdm import tqdm
@@ -11,7 +13,7 @@ from approvals import services as approval_services
 from fulfillment.core import clock
 from orders.models import Customer, Order, Product
 from portal.demo import demo_users_ensure, print_logins
-from portal.management.scenario import lifecycle, master_data
+from portal.management.scenario import integrations, lifecycle, master_data, work
 from portal.management.scenario.orders import OrderMaker
 
 CHUNK = 2000  # orders generated and written per round
@@ -22,22 +24,36 @@ MIN_CUSTOMERS = 120
 class Command(BaseCommand):
     help = (
         "Load the demo distributor scenario into an empty database: warehouses, carriers, customers, "
-        "products with stock, demo users for every role, and orders in every state with their history."
+        "products with stock, demo users for every role, orders in every state with their history, "
+        "and the work items they call for. Also points the integrations at the bundled simulator and "
+        "writes its catalog (that part on every run, also with --if-empty on a database with data)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--orders", type=int, default=3000, help="How many orders (default 3000).")
         parser.add_argument("--seed", type=int, default=1, help="Random seed: the same seed, the same data.")
         parser.add_argument(
-            "--if-empty", action="store_true", help="Do nothing if the database holds orders already."
+            "--if-empty",
+            action="store_true",
+            help="Load no data if the database holds orders already (the integrations are still set up).",
+        )
+        parser.add_argument(
+            "--catalog",
+            type=Path,
+            default=settings.VAR_DIR / integrations.CATALOG_FILE,
+            help="Where to write the simulator's catalog (default: %(default)s).",
         )
 
-    def handle(self, *args: Any, orders: int, seed: int, if_empty: bool, **options: Any) -> None:
+    def handle(
+        self, *args: Any, orders: int, seed: int, if_empty: bool, catalog: Path, **options: Any
+    ) -> None:
         if orders < 0:
             raise CommandError("--orders must not be negative.")
         if found := self._existing_data():
             if if_empty:
                 self.stdout.write(f"The database holds {found} already: demo data not loaded.")
+                self.stdout.write(integrations.integrations_ensure(catalog))
+                print_logins(self.stdout)
                 return
             raise CommandError(
                 f"The database holds {found} already; demo data goes into a fresh database only. "
@@ -49,6 +65,7 @@ class Command(BaseCommand):
             written = self._build(random.Random(seed), orders, show_progress=options["verbosity"] > 0)
         summary = ", ".join(f"{n} {name}" for name, n in written.items())
         self.stdout.write(f"Demo data built in {time.perf_counter() - started:.1f} s: {summary}.")
+        self.stdout.write(integrations.integrations_ensure(catalog))
         print_logins(self.stdout)
 
     @staticmethod
@@ -82,4 +99,6 @@ class Command(BaseCommand):
         written["inventory rows"] = master_data.inventory_create(
             rng, catalogue, warehouses, maker.reserved, now
         )
+        integrations.integrations_configure()  # the failed WMS events need their partner
+        written.update(work.work_items_open(users=users))
         return written

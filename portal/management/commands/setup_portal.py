@@ -13,6 +13,10 @@ from fulfillment.core import roles
 SCHEDULES = (
     {"name": "evaluate-escalations", "func": "fulfillment.core.tasks.evaluate_escalations", "minutes": 1},
     {"name": "sweep-stalled-orders", "func": "exceptions.tasks.sweep_stalled_orders", "minutes": 5},
+    # The outbox is also kicked when a message commits; this run catches retries and misses.
+    {"name": "relay-outbox", "func": "integrations.tasks.relay_outbox", "minutes": 1},
+    {"name": "retry-deferred-events", "func": "integrations.tasks.retry_deferred_events", "minutes": 1},
+    {"name": "pull-erp-orders", "func": "integrations.tasks.pull_erp_orders", "minutes": 1},
 )
 
 
