@@ -14,6 +14,7 @@ SECTIONS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("queues", "Queues", ROLES, ("queue", "work-item")),
     ("orders", "Orders", ROLES, ("order",)),
     ("approvals", "Approvals", (FINANCE, ADMIN), ("approval", "delegation")),
+    ("integration", "Integration", (PLANNER, ADMIN), ("integration",)),
     ("settings", "Settings", (ADMIN,), ("settings",)),
 ]
 

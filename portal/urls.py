@@ -15,4 +15,5 @@ urlpatterns = [
     path("orders/<int:pk>/", views.order_detail, name="order-detail"),
     path("", include("portal.work_urls")),
     path("", include("portal.config_urls")),
+    path("", include("portal.integration_urls")),
 ]
