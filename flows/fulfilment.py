@@ -92,10 +92,15 @@ def stock_arrived(*, product: Product, actor: Actor) -> int:
 
 @transaction.atomic
 def pick_completed(
-    *, order: Order, warehouse_code: str, picked: dict[str, int], actor: Actor
+    *,
+    order: Order,
+    warehouse_code: str,
+    picked: dict[str, int],
+    actor: Actor,
+    picked_at: datetime | None = None,
 ) -> dict[str, int]:
     short = order_services.order_record_pick(
-        order=order, warehouse_code=warehouse_code, picked=picked, actor=actor
+        order=order, warehouse_code=warehouse_code, picked=picked, actor=actor, picked_at=picked_at
     )
     if short:
         exception_services.exception_raise(
@@ -105,6 +110,29 @@ def pick_completed(
     return short
 
 
+# Carrier statuses that mean the parcel will not arrive as planned.
+DELIVERY_PROBLEMS = {"exception", "failed"}
+DELIVERY_FAILED, LATE_SHIPMENT_RISK = "delivery_failed", "late_shipment_risk"
+
+
+def _clear_settled_carrier_risks(order: Order, *, actor: Actor) -> None:
+    """Close the carrier-risk exceptions that no undelivered shipment of the order still
+    justifies: the exceptions follow the shipments' current state, not the order in which
+    the carrier's and the WMS's news arrived."""
+    undelivered = order.shipments.filter(delivered_at__isnull=True)
+    if not undelivered.filter(tracking_status__in=DELIVERY_PROBLEMS).exists():
+        exception_services.exception_clear(
+            order=order, type_code=DELIVERY_FAILED, note="No shipment of the order is failing now.",
+            actor=actor,
+        )  # fmt: skip
+    promised = exception_services.promised_at(order)
+    if not undelivered.filter(eta__gt=promised).exclude(tracking_status="delivered").exists():
+        exception_services.exception_clear(
+            order=order, type_code=LATE_SHIPMENT_RISK, note="No shipment of the order is expected late now.",
+            actor=actor,
+        )  # fmt: skip
+
+
 @transaction.atomic
 def delivery_confirmed(
     *, order: Order, shipment_id: str, delivered_at: datetime, signed_by: str, actor: Actor
@@ -112,41 +140,32 @@ def delivery_confirmed(
     order_services.order_confirm_delivery(
         order=order, shipment_id=shipment_id, delivered_at=delivered_at, signed_by=signed_by, actor=actor
     )
-    exception_services.exception_clear(
-        order=order, type_code="delivery_failed", note=f"Delivered, signed by {signed_by}.", actor=actor
-    )
-
-
-# Carrier statuses that mean the parcel will not arrive as planned.
-DELIVERY_PROBLEMS = {"exception", "failed"}
+    _clear_settled_carrier_risks(order, actor=actor)
 
 
 @transaction.atomic
 def tracking_updated(
     *, shipment: Shipment, status: str, eta: datetime | None, as_of: datetime, actor: Actor
 ) -> bool:
-    """Take the carrier's news; a failed delivery, or an ETA past the promised date,
-    becomes a customer-service exception."""
+    """Take the carrier's news about a shipment not yet delivered (the WMS's proof of
+    delivery settles it): a failed delivery, or an ETA past the promised date, becomes a
+    customer-service exception; news that ends those risks clears them."""
     if not order_services.shipment_update_tracking(shipment=shipment, status=status, eta=eta, as_of=as_of):
         return False
     order = shipment.order
-    if status in DELIVERY_PROBLEMS:
+    if shipment.delivered_at is None and status in DELIVERY_PROBLEMS:
         exception_services.exception_raise(
-            type_code="delivery_failed", order=order,
+            type_code=DELIVERY_FAILED, order=order,
             details={"shipment": shipment.external_id, "tracking": shipment.tracking, "status": status},
             actor=actor,
         )  # fmt: skip
     promised = exception_services.promised_at(order)
-    if eta is not None and eta > promised and status != "delivered":
+    if shipment.delivered_at is None and eta is not None and eta > promised and status != "delivered":
         details = {"shipment": shipment.external_id, "eta": eta.isoformat(), "promised": promised.isoformat()}
         exception_services.exception_raise(
-            type_code="late_shipment_risk", order=order, details=details, actor=actor
+            type_code=LATE_SHIPMENT_RISK, order=order, details=details, actor=actor
         )
-    elif eta is not None:
-        exception_services.exception_clear(
-            order=order, type_code="late_shipment_risk", note=f"Carrier ETA {eta:%Y-%m-%d %H:%M} is in time.",
-            actor=actor,
-        )  # fmt: skip
+    _clear_settled_carrier_risks(order, actor=actor)
     return True
 
 

@@ -2,28 +2,43 @@
 
 Every event type has a handler that calls the order services and flows. A handler
 that finds an earlier event missing (a delivery before its shipment) raises ``Defer``:
-the event waits and is retried after the next event of the same order, or by the
-periodic sweep; past ``DEFER_LIMIT`` it fails into an integration exception. A handler
-that finds its effect already in place (a duplicate, a superseded stock figure) returns
-``SKIPPED``.
+the event waits and is retried after the next event it may depend on (of the same
+order, tracking number or SKU), or by the periodic sweep; past ``DEFER_LIMIT`` it fails
+into an integration exception. A handler that finds its effect already in place (a
+duplicate, a superseded stock figure) returns ``SKIPPED``.
 """
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from datetime import timedelta
+from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, transaction
+from django.db.models import Q
 
 from exceptions import services as exception_services
 from flows import fulfilment as flows
 from fulfillment.core import clock
 from fulfillment.core.actors import Actor
-from fulfillment.core.errors import ApplicationError
+from fulfillment.core.errors import ApplicationError, ConcurrentUpdate, InvalidInput
 from integrations.models import InboundEvent
+from integrations.webhooks import event_data
 from orders import services as order_services
-from orders.models import Order, Shipment, Status
+from orders.models import PRE_RELEASE, Order, Shipment, Status
+
+log = logging.getLogger(__name__)
 
 DEFER_LIMIT = timedelta(minutes=15)
+# A pending event this old has lost its task (the broker was down at intake): the sweep applies it.
+PENDING_GRACE = timedelta(minutes=2)
 APPLIED, SKIPPED = InboundEvent.State.APPLIED, InboundEvent.State.SKIPPED
+WAITING = (InboundEvent.State.PENDING, InboundEvent.State.DEFERRED)
+
+NOT_RELEASED = {*PRE_RELEASE, Status.ON_HOLD}
+NOT_PICKED = NOT_RELEASED | {Status.RELEASED}
+NOT_SHIPPED = NOT_PICKED | {Status.PICKING, Status.PACKED}
+
+Data = dict[str, Any]
 
 
 class Defer(Exception):
@@ -37,11 +52,16 @@ def _order(external_id: str) -> Order:
     return order
 
 
-def _inventory_adjusted(event: InboundEvent, actor: Actor) -> str:
-    data = event.data
-    change = order_services.inventory_set_on_hand(
-        warehouse_code=data["warehouse"], sku=data["sku"], on_hand=data["on_hand"], as_of=event.occurred_at
-    )
+def _inventory_adjusted(event: InboundEvent, data: Data, actor: Actor) -> str:
+    try:
+        change = order_services.inventory_set_on_hand(
+            warehouse_code=data["warehouse"],
+            sku=data["sku"],
+            on_hand=data["on_hand"],
+            as_of=event.occurred_at,
+        )
+    except order_services.StockBelowReserved as below:
+        raise Defer(below.message) from below
     if not change.applied:
         return SKIPPED
     if change.increased_by > 0:
@@ -49,27 +69,27 @@ def _inventory_adjusted(event: InboundEvent, actor: Actor) -> str:
     return APPLIED
 
 
-def _pick_completed(event: InboundEvent, actor: Actor) -> str:
-    order = _order(event.data["order"])
-    if order.status in (Status.RECEIVED, Status.CREDIT_CHECK, Status.ALLOCATING, Status.ALLOCATED):
-        raise Defer(f"Order {order.external_id} is {order.status}, not yet released.")
+def _pick_completed(event: InboundEvent, data: Data, actor: Actor) -> str:
+    order = _order(data["order"])
+    if order.status in NOT_RELEASED:
+        raise Defer(f"Order {order.external_id} is {order.status}, not released yet.")
     if order.status != Status.RELEASED:
         return SKIPPED
     flows.pick_completed(
         order=order,
-        warehouse_code=event.data["warehouse"],
-        picked={line["sku"]: line["picked"] for line in event.data["lines"]},
+        warehouse_code=data["warehouse"],
+        picked={line["sku"]: line["picked"] for line in data["lines"]},
         actor=actor,
+        picked_at=event.occurred_at,
     )
     return APPLIED
 
 
-def _shipment_confirmed(event: InboundEvent, actor: Actor) -> str:
-    data = event.data
+def _shipment_confirmed(event: InboundEvent, data: Data, actor: Actor) -> str:
     if Shipment.objects.filter(external_id=data["shipment_id"]).exists():
         return SKIPPED
     order = _order(data["order"])
-    if order.status in (Status.RELEASED, Status.ALLOCATED, Status.AWAITING_RELEASE):
+    if order.status in NOT_PICKED:
         raise Defer(f"Order {order.external_id} is {order.status}: its pick is not confirmed yet.")
     order_services.order_record_shipment(
         order=order,
@@ -86,16 +106,24 @@ def _shipment_confirmed(event: InboundEvent, actor: Actor) -> str:
     return APPLIED
 
 
-def _delivery_confirmed(event: InboundEvent, actor: Actor) -> str:
-    data = event.data
-    shipment = Shipment.objects.filter(external_id=data["shipment_id"]).first()
+def _delivery_confirmed(event: InboundEvent, data: Data, actor: Actor) -> str:
+    shipment = (
+        Shipment.objects.select_related("order__customer", "order__warehouse")
+        .filter(external_id=data["shipment_id"])
+        .first()
+    )
     if shipment is None:
         raise Defer(f"Shipment {data['shipment_id']} is not confirmed yet.")
+    if shipment.order.external_id != data["order"]:
+        raise InvalidInput(
+            f"Shipment {shipment.external_id} belongs to order {shipment.order.external_id}, "
+            f"not {data['order']}."
+        )
     if shipment.delivered_at is not None:
         return SKIPPED
     flows.delivery_confirmed(
-        order=_order(data["order"]),
-        shipment_id=data["shipment_id"],
+        order=shipment.order,
+        shipment_id=shipment.external_id,
         delivered_at=data["delivered_at"],
         signed_by=data["signed_by"],
         actor=actor,
@@ -103,33 +131,37 @@ def _delivery_confirmed(event: InboundEvent, actor: Actor) -> str:
     return APPLIED
 
 
-def _return_initiated(event: InboundEvent, actor: Actor) -> str:
-    order = _order(event.data["order"])
+def _return_initiated(event: InboundEvent, data: Data, actor: Actor) -> str:
+    order = _order(data["order"])
+    if order.status in NOT_SHIPPED:
+        raise Defer(f"Order {order.external_id} is {order.status}: its shipment is not confirmed yet.")
     order_services.order_record_return(
         order=order,
         reference=event.event_id,
-        lines={line["sku"]: line["quantity"] for line in event.data["lines"]},
-        reason=event.data["reason"],
+        lines={line["sku"]: line["quantity"] for line in data["lines"]},
+        reason=data["reason"],
         actor=actor,
     )
     return APPLIED
 
 
-def _tracking_updated(event: InboundEvent, actor: Actor) -> str:
-    shipment = Shipment.objects.select_related("order").filter(tracking=event.data["tracking"]).first()
+def _tracking_updated(event: InboundEvent, data: Data, actor: Actor) -> str:
+    shipment = (
+        Shipment.objects.select_related("order__customer", "order__warehouse")
+        .filter(tracking=data["tracking"])
+        .first()
+    )
     if shipment is None:
-        raise Defer(f"No shipment with tracking {event.data['tracking']} yet.")
+        raise Defer(f"No shipment with tracking {data['tracking']} yet.")
+    # From now on the event is filed under its order, like the WMS's events.
+    event.subject_ref = shipment.order.external_id
     applied = flows.tracking_updated(
-        shipment=shipment,
-        status=event.data["status"],
-        eta=event.data.get("eta"),
-        as_of=event.occurred_at,
-        actor=actor,
+        shipment=shipment, status=data["status"], eta=data.get("eta"), as_of=event.occurred_at, actor=actor
     )
     return APPLIED if applied else SKIPPED
 
 
-HANDLERS: dict[tuple[str, str], Callable[[InboundEvent, Actor], str]] = {
+HANDLERS: dict[tuple[str, str], Callable[[InboundEvent, Data, Actor], str]] = {
     ("wms", "inventory.adjusted"): _inventory_adjusted,
     ("wms", "pick.completed"): _pick_completed,
     ("wms", "shipment.confirmed"): _shipment_confirmed,
@@ -139,29 +171,41 @@ HANDLERS: dict[tuple[str, str], Callable[[InboundEvent, Actor], str]] = {
 }
 
 
+def _refs_unblocked_by(event: InboundEvent) -> set[str]:
+    """The subjects of events that may have waited for this one: its order, the tracking
+    number of a shipment, the SKUs whose stock it moved."""
+    refs = {event.subject_ref}
+    if event.type == "shipment.confirmed":
+        refs.add(event.data["tracking"])
+    refs.update(line["sku"] for line in event.data.get("lines", ()))
+    return refs
+
+
 def inbound_event_apply(*, event_pk: int) -> str:
     """Apply one stored event (safe to call any number of times); returns its state."""
     with transaction.atomic():
         event = InboundEvent.objects.select_for_update().select_related("partner").get(pk=event_pk)
-        if event.state not in (InboundEvent.State.PENDING, InboundEvent.State.DEFERRED):
+        if event.state not in WAITING:
             return event.state
         actor = Actor.named(event.partner.name)
         event.attempts += 1
         try:
             with transaction.atomic():
-                event.state = HANDLERS[(event.partner.name, event.type)](event, actor)
+                data = event_data(event.partner.name, event.type, event.data)
+                event.state = HANDLERS[(event.partner.name, event.type)](event, data, actor)
             event.applied_at = clock.now()
             event.last_error = ""
-        except Defer as waiting:
+        except (Defer, ConcurrentUpdate, OperationalError) as waiting:
+            # Waiting for an earlier event, or a conflict that a later try will not meet.
             event.last_error = str(waiting)
             event.state = InboundEvent.State.DEFERRED
             if clock.now() - event.received_at > DEFER_LIMIT:
                 _fail(event, f"Waited {DEFER_LIMIT} for an earlier event: {waiting}")
         except ApplicationError as exc:
             _fail(event, exc.message)
-        event.save(update_fields=["state", "attempts", "applied_at", "last_error"])
-    if event.state == APPLIED and event.subject_ref:
-        retry_deferred(subject_ref=event.subject_ref)
+        event.save(update_fields=["state", "attempts", "applied_at", "last_error", "subject_ref"])
+    if event.state == APPLIED:
+        retry_deferred(subject_refs=_refs_unblocked_by(event))
     return event.state
 
 
@@ -184,12 +228,24 @@ def _fail(event: InboundEvent, error: str) -> None:
     )
 
 
-def retry_deferred(*, subject_ref: str | None = None) -> int:
-    """Try the waiting events again, oldest first (of one order, or all)."""
-    waiting = InboundEvent.objects.filter(state=InboundEvent.State.DEFERRED)
-    if subject_ref is not None:
-        waiting = waiting.filter(subject_ref=subject_ref)
+def retry_deferred(*, subject_refs: Iterable[str] | None = None) -> int:
+    """Try waiting events again, earliest occurrence first; returns how many applied.
+
+    With ``subject_refs``: the deferred events about those subjects. Without (the periodic
+    sweep): every deferred event, and every pending one whose task was lost.
+    """
+    if subject_refs is None:
+        stale = clock.now() - PENDING_GRACE
+        waiting = InboundEvent.objects.filter(
+            Q(state=InboundEvent.State.DEFERRED) | Q(state=InboundEvent.State.PENDING, received_at__lt=stale)
+        )
+    else:
+        waiting = InboundEvent.objects.filter(state=InboundEvent.State.DEFERRED, subject_ref__in=subject_refs)
     applied = 0
-    for pk in waiting.order_by("occurred_at", "id").values_list("pk", flat=True):
-        applied += inbound_event_apply(event_pk=pk) == APPLIED
+    for pk in list(waiting.order_by("occurred_at", "id").values_list("pk", flat=True)):
+        try:
+            applied += inbound_event_apply(event_pk=pk) == APPLIED
+        except Exception:
+            # One broken event must not hold up the others; it stays waiting for the next try.
+            log.exception("Applying inbound event %s failed", pk)
     return applied

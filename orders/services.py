@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 from django_fsm import ConcurrentTransition, can_proceed
 
 from fulfillment.core import clock
@@ -496,11 +496,12 @@ def order_release(*, order: Order, actor: Actor, reason: str = "") -> Order:
     """Hand the order to the warehouses that hold its reservations: one WMS release and one
     carrier booking per warehouse, sent by the outbox after commit."""
     _lock_order(order)
-    by_warehouse: dict[str, list[dict[str, Any]]] = {}
-    for alloc in Allocation.objects.filter(line__order=order).select_related("warehouse", "line__product"):
-        by_warehouse.setdefault(alloc.warehouse.code, []).append(
-            {"sku": alloc.line.product.sku, "quantity": alloc.quantity}
-        )
+    # One line per SKU and warehouse, however many reservations (e.g. stock arriving in parts) make it up.
+    by_warehouse: dict[str, dict[str, int]] = {}
+    allocations = Allocation.objects.filter(line__order=order).select_related("warehouse", "line__product")
+    for alloc in allocations.order_by("line__line_no", "id"):
+        skus = by_warehouse.setdefault(alloc.warehouse.code, {})
+        skus[alloc.line.product.sku] = skus.get(alloc.line.product.sku, 0) + alloc.quantity
     if not by_warehouse:
         raise TransitionNotAllowed(f"Order {order.external_id} has nothing allocated to release.")
     _transition(order, "release", actor=actor, reason=reason, data={"warehouses": sorted(by_warehouse)})
@@ -511,8 +512,9 @@ def order_release(*, order: Order, actor: Actor, reason: str = "") -> Order:
         "postal_code": order.ship_to_postal_code,
         "country": order.ship_to_country,
     }
-    for code, lines in sorted(by_warehouse.items()):
+    for code, skus in sorted(by_warehouse.items()):
         ref = order.external_id
+        lines = [{"sku": sku, "quantity": quantity} for sku, quantity in skus.items()]
         outbox_put(
             endpoint="wms",
             topic="order.release",
@@ -625,9 +627,13 @@ def order_record_shipment(
         here = list(line.allocations.filter(warehouse=warehouse).order_by("id"))
         from_allocation = min(sl.quantity, sum(alloc.quantity for alloc in here))
         stock = Inventory.objects.filter(warehouse=warehouse, product=line.product)
-        moved = stock.filter(on_hand__gte=F("allocated") - from_allocation + sl.quantity).update(
-            on_hand=F("on_hand") - sl.quantity, allocated=F("allocated") - from_allocation
-        )
+        moved = stock.filter(
+            _counted_before(shipment.shipped_at), on_hand__gte=F("allocated") - from_allocation + sl.quantity
+        ).update(on_hand=F("on_hand") - sl.quantity, allocated=F("allocated") - from_allocation)
+        if not moved:  # a stock count at or after the shipment already left these units out
+            moved = stock.filter(counted_at__gte=shipment.shipped_at).update(
+                allocated=F("allocated") - from_allocation
+            )
         if not moved:
             raise InvalidInput(
                 f"Warehouse {warehouse.code} has no stock record covering {sl.quantity} of '{sl.sku}'.",
@@ -728,10 +734,47 @@ class StockChange:
     increased_by: int
 
 
+class StockBelowReserved(InvalidInput):
+    """A count below what is reserved: movements before it may still be on their way."""
+
+    code = "stock_below_reserved"
+
+
+def _counted_before(moment: datetime) -> Q:
+    """Stock rows whose last count was before ``moment``, so that a movement then changes them."""
+    return Q(counted_at__isnull=True) | Q(counted_at__lt=moment)
+
+
+def _moved_out_after(warehouse: Warehouse, product: Product, moment: datetime) -> int:
+    """Units of ``product`` that left ``warehouse`` after ``moment`` as recorded so far:
+    shipped, or found missing on a short pick."""
+    shipped = ShipmentLine.objects.filter(
+        product=product, shipment__warehouse=warehouse, shipment__shipped_at__gt=moment
+    ).aggregate(units=Sum("quantity"))["units"]
+    picks = OrderTransition.objects.filter(
+        transition="start_picking",
+        order__lines__product=product,
+        data__warehouse=warehouse.code,
+        data__short__has_key=product.sku,
+    ).values_list("data", "at")
+    missing = sum(
+        data["short"][product.sku]
+        for data, at in picks
+        if (datetime.fromisoformat(data["picked_at"]) if "picked_at" in data else at) > moment
+    )
+    return (shipped or 0) + missing
+
+
 @transaction.atomic
 def inventory_set_on_hand(*, warehouse_code: str, sku: str, on_hand: int, as_of: datetime) -> StockChange:
-    """Take the WMS's absolute on-hand figure counted at ``as_of``; an older figure than
-    the one applied last never overwrites it."""
+    """Take the WMS's absolute on-hand figure counted at ``as_of``.
+
+    The figure includes every movement up to ``as_of``, whenever we hear of them: an older
+    figure than the one applied last never overwrites it, movements recorded for later
+    times are taken off it, and a movement at or before the count (reported late) no
+    longer changes on hand (see ``order_record_shipment`` and ``order_record_pick``). So
+    the stock ends the same whatever order the reports arrive in.
+    """
     warehouse = Warehouse.objects.filter(code=warehouse_code).first()
     product = Product.objects.filter(sku=sku).first()
     if warehouse is None or product is None:
@@ -743,26 +786,36 @@ def inventory_set_on_hand(*, warehouse_code: str, sku: str, on_hand: int, as_of:
     inventory = Inventory.objects.select_for_update().select_related("product").get(pk=inventory.pk)
     if inventory.counted_at is not None and as_of <= inventory.counted_at:
         return StockChange(inventory=inventory, applied=False, increased_by=0)
-    if on_hand < inventory.allocated:
-        raise InvalidInput(
-            f"{warehouse.code} reports {on_hand} of {sku} on hand, below the {inventory.allocated} "
-            "already reserved for orders: a planner must re-plan those reservations."
+    now_on_hand = on_hand - _moved_out_after(warehouse, product, as_of)
+    if now_on_hand < inventory.allocated:
+        raise StockBelowReserved(
+            f"{warehouse.code} reports {on_hand} of {sku} on hand at {as_of:%Y-%m-%d %H:%M:%S}, which "
+            f"leaves {now_on_hand}, below the {inventory.allocated} reserved for orders: either "
+            "shipments or picks before the count are still to come, or a planner must re-plan "
+            "those reservations."
         )
-    increased_by = on_hand - inventory.on_hand
-    inventory.on_hand, inventory.counted_at = on_hand, as_of
+    increased_by = now_on_hand - inventory.on_hand
+    inventory.on_hand, inventory.counted_at = now_on_hand, as_of
     inventory.save(update_fields=["on_hand", "counted_at", "updated_at"])
     return StockChange(inventory=inventory, applied=True, increased_by=increased_by)
 
 
 @transaction.atomic
 def order_record_pick(
-    *, order: Order, warehouse_code: str, picked: dict[str, int], actor: Actor
+    *,
+    order: Order,
+    warehouse_code: str,
+    picked: dict[str, int],
+    actor: Actor,
+    picked_at: datetime | None = None,
 ) -> dict[str, int]:
     """The warehouse picked and packed the order; returns SKU -> units short.
 
-    Units allocated but not found were not there: they leave the warehouse's stock and
-    the order's reservations, so the books match the shelf.
+    Units allocated but not found were not there: they leave the order's reservations and
+    the warehouse's stock (unless a stock count at or after ``picked_at`` left them out
+    already), so the books match the shelf.
     """
+    picked_at = picked_at or clock.now()
     _lock_order(order)
     warehouse = Warehouse.objects.filter(code=warehouse_code).first()
     if warehouse is None:
@@ -779,13 +832,15 @@ def order_record_pick(
         if missing <= 0:
             continue
         short[sku] = missing
-        Inventory.objects.filter(warehouse=warehouse, product=line.product).update(
+        stock = Inventory.objects.filter(warehouse=warehouse, product=line.product)
+        if not stock.filter(_counted_before(picked_at)).update(
             on_hand=F("on_hand") - missing, allocated=F("allocated") - missing
-        )
+        ):  # a stock count at or after the pick left the missing units out already
+            stock.update(allocated=F("allocated") - missing)
         _reduce_allocations(here, missing)
         line.allocated_quantity -= missing
         line.save(update_fields=["allocated_quantity"])
-    data = {"warehouse": warehouse.code, "picked": picked, "short": short}
+    data = {"warehouse": warehouse.code, "picked": picked, "short": short, "picked_at": picked_at.isoformat()}
     _transition(order, "start_picking", actor=actor, data=data)
     _transition(order, "pack", actor=actor)
     return short

@@ -365,7 +365,10 @@ class OrderMaker:
                 picked = {
                     self._sku(line): line.quantity for line in draft.lines if line.allocated_by is not None
                 }
-                draft.data[i] = {"warehouse": wh.code, "picked": picked, "short": {}}
+                draft.data[i] = {
+                    "warehouse": wh.code, "picked": picked, "short": {},
+                    "picked_at": draft.plan.times[i].isoformat(),
+                }  # fmt: skip
         if draft.facts.cancelled and draft.facts.allocations:
             released = {
                 self._sku(line): line.quantity for line in draft.lines if line.allocated_by is not None
