@@ -1,19 +1,21 @@
 """One client per external system, each a thin interface over real HTTP.
 
-Sessions are pooled per endpoint; every call has a timeout and carries the message's
+Sessions (with their connection pools) are kept per endpoint and thread, as a session
+is not safe to share between threads; every call has a timeout and carries the message's
 idempotency key, so a retried call is applied once by the receiver.
 """
 
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
 
 from integrations.models import Endpoint
 
-_sessions: dict[str, requests.Session] = {}
+_local = threading.local()
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,10 @@ class Reply:
 class HttpAdapter:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self.session = _sessions.setdefault(endpoint.name, requests.Session())
+        sessions: dict[str, requests.Session] = _local.__dict__.setdefault("sessions", {})
+        if endpoint.name not in sessions:
+            sessions[endpoint.name] = requests.Session()
+        self.session = sessions[endpoint.name]
 
     def _call(self, method: str, path: str, *, key: str = "", **kwargs: Any) -> Reply:
         headers = {"Accept": "application/json"}
@@ -51,6 +56,7 @@ class HttpAdapter:
                 self.endpoint.base_url.rstrip("/") + path,
                 headers=headers,
                 timeout=self.endpoint.timeout_seconds,
+                allow_redirects=False,  # a redirected POST would be re-sent as a GET
                 **kwargs,
             )
         except requests.RequestException as exc:
@@ -59,8 +65,8 @@ class HttpAdapter:
             body = response.json()
         except ValueError:
             body = response.text[:500]
-        error = "" if response.ok else f"HTTP {response.status_code}: {str(body)[:300]}"
-        return Reply(response.status_code, body, _ms_since(started), error)
+        reply = Reply(response.status_code, body, _ms_since(started))
+        return reply if reply.ok else replace(reply, error=f"HTTP {response.status_code}: {str(body)[:300]}")
 
     def post(self, path: str, payload: dict[str, Any], key: str) -> Reply:
         return self._call("POST", path, key=key, json=payload)

@@ -1,5 +1,6 @@
 """django-q2 entry points: thin, idempotent, keyed by ids."""
 
+from integrations.erp import erp_pull
 from integrations.inbound import inbound_event_apply, retry_deferred
 from integrations.relay import relay_run
 
@@ -14,3 +15,7 @@ def retry_deferred_events() -> int:
 
 def relay_outbox() -> int:
     return relay_run()
+
+
+def pull_erp_orders() -> int:
+    return erp_pull()

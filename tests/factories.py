@@ -3,7 +3,9 @@
 import itertools
 from datetime import time, timedelta
 from decimal import Decimal
+from importlib import import_module
 
+from django.apps import apps
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 
@@ -177,3 +179,14 @@ def _drive_from_allocated(
     if status == s.INVOICED:
         return
     services.order_close(order=o, actor=actor)
+
+
+def migration_data() -> None:
+    """Teams, queues, exception types and approval policies as the data migrations create
+    them: a transactional test may start from a database an earlier one flushed."""
+    for module in (
+        "fulfillment.core.migrations.0002_default_teams_and_queues",
+        "exceptions.migrations.0002_default_types_and_deadlines",
+        "approvals.migrations.0002_default_policies",
+    ):
+        import_module(module).create(apps, None)
