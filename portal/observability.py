@@ -117,7 +117,9 @@ access_log = logging.getLogger("portal.access")
 
 def route_of(request: HttpRequest) -> str:
     match = getattr(request, "resolver_match", None)
-    return f"/{match.route}" if match is not None and match.route else "unmatched"
+    if match is None or not match.route:
+        return "unmatched"
+    return "/" + match.route.replace("^", "").replace("$", "")
 
 
 class MetricsMiddleware:

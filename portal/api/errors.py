@@ -38,6 +38,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults
 from rest_framework import exceptions
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -114,6 +116,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     code = exc.detail.code if isinstance(exc.detail, exceptions.ErrorDetail) else exc.default_code
     return problem(status=exc.status_code, code=str(code), detail=str(exc.detail), headers=headers)
+
+
+class ProblemRendering:
+    """View mixin: problems are JSON whatever the view's renderers (the schema view's are YAML)."""
+
+    def finalize_response(
+        self, request: Request, response: HttpResponse, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response) and response.content_type == PROBLEM_JSON:
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = PROBLEM_JSON
+        return response
 
 
 # --- Django's own error pages, as problems under /api/ --------------------------------

@@ -4,6 +4,7 @@ Viewsets register on ``router`` with a ``basename`` prefixed ``api-`` (the scree
 the plain names such as ``order-detail``).
 """
 
+from django.contrib.auth.decorators import login_required
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
@@ -30,7 +31,8 @@ class SchemaView(ApiMixin, SpectacularAPIView):
 
 urlpatterns = [
     path("schema/", SchemaView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # For people: a login page first (DRF views skip LoginRequiredMiddleware).
+    path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
     # Behind integrations' own routes for these paths; here for the schema (see webhooks.py).
     path("webhooks/wms/", webhooks.WmsWebhookView.as_view(), name="api-webhook-wms"),
     path("webhooks/carrier/", webhooks.CarrierWebhookView.as_view(), name="api-webhook-carrier"),
