@@ -24,10 +24,11 @@ install: $(VENV)/.installed ## Create .venv and install the portal with its deve
 install-test: install ## Also install Debian's chromium for the browser tests
 	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-demo: install ## Run the portal with demo data on http://127.0.0.1:8000 (SQLite; Ctrl-C stops it)
+demo: install ## Portal, background workers and simulator with demo data on http://127.0.0.1:8000 (Ctrl-C stops all)
 	$(PY) manage.py migrate --no-input -v0
 	$(PY) manage.py setup_portal
 	$(PY) manage.py demo_data --if-empty
+	@echo "Portal on http://127.0.0.1:8000; the simulated ERP, WMS and carrier on http://127.0.0.1:8100 (see /_stats)."
 	$(VENV)/bin/honcho -f Procfile.demo start
 
 test: install-test ## Run the whole suite on SQLite, then on PostgreSQL when it answers
