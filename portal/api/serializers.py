@@ -91,7 +91,7 @@ class ShipToSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     line1 = serializers.CharField(max_length=200)
     city = serializers.CharField(max_length=100)
-    postal_code = serializers.CharField(max_length=20, allow_blank=True)
+    postal_code = serializers.CharField(max_length=20, allow_blank=True, required=False, default="")
     country = serializers.CharField(min_length=2, max_length=2, help_text="ISO 3166 alpha-2.")
 
 
@@ -222,7 +222,11 @@ class ErpOrderSerializer(serializers.Serializer):
     external_id = serializers.CharField(max_length=64, help_text="The ERP's order number; unique.")
     customer = serializers.CharField(max_length=32, help_text="Customer code.")
     warehouse = serializers.CharField(
-        max_length=16, required=False, allow_null=True, help_text="Preferred warehouse code."
+        max_length=16,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="Preferred warehouse code.",
     )
     promised_date = serializers.DateField()
     currency = serializers.CharField(min_length=3, max_length=3, default="EUR", help_text="ISO 4217.")

@@ -19,6 +19,7 @@ from tests.api.conftest import Caller, MasterData, assert_problem, erp_order, to
 
 pytestmark = pytest.mark.django_db
 SYSTEM = Actor.named("test")
+NOTHING = object()
 
 
 @pytest.fixture
@@ -74,12 +75,18 @@ def test_pushing_a_known_order_again_changes_nothing_and_answers_200(cs: Caller,
     assert Order.objects.count() == 1 and OrderTransition.objects.count() == transitions
 
 
-def test_currency_defaults_to_eur_and_warehouse_is_optional(cs: Caller, master: MasterData) -> None:
+@pytest.mark.parametrize("warehouse", [NOTHING, None, ""])
+def test_optional_fields_have_defaults(cs: Caller, master: MasterData, warehouse: Any) -> None:
     body = erp_order("ERP-2")
-    del body["currency"], body["warehouse"]
+    del body["currency"], body["ship_to"]["postal_code"]
+    if warehouse is NOTHING:
+        del body["warehouse"]
+    else:
+        body["warehouse"] = warehouse
     response = cs.post("/api/v1/orders/", body)
-    assert response.status_code == 201
+    assert response.status_code == 201, response.content
     assert response.json()["currency"] == "EUR" and response.json()["warehouse"] is None
+    assert response.json()["ship_to"]["postal_code"] == ""
 
 
 def test_a_shortfall_shows_as_an_open_work_item_on_the_order(cs: Caller, master: MasterData) -> None:
@@ -98,9 +105,6 @@ def test_a_shortfall_shows_as_an_open_work_item_on_the_order(cs: Caller, master:
             "created_at": item.created_at.isoformat().replace("+00:00", "Z"),
         }
     ]  # fmt: skip
-
-
-NOTHING = object()
 
 
 def body_with(path: str, value: Any) -> dict[str, Any]:
@@ -188,6 +192,8 @@ def test_an_order_over_the_total_limit_is_refused(cs: Caller, master: MasterData
         (b"{not json", "application/json", 400, "parse_error"),
         (b'{"external_id": NaN}', "application/json", 400, "parse_error"),
         (b"\xff\xfe", "application/json", 400, "parse_error"),
+        (b"[" * 100_000, "application/json", 400, "parse_error"),
+        (b'{"external_id": "\\ud800"}', "application/json", 422, "invalid_input"),
         (b"", "application/json", 422, "invalid_input"),
         (b"[]", "application/json", 422, "invalid_input"),
         (b'"text"', "application/json", 422, "invalid_input"),
