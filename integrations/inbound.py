@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import OperationalError, transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 
 from exceptions import services as exception_services
 from flows import fulfilment as flows
@@ -24,7 +24,7 @@ from fulfillment.core.errors import ApplicationError, ConcurrentUpdate, InvalidI
 from integrations.models import InboundEvent
 from integrations.webhooks import event_data
 from orders import services as order_services
-from orders.models import PRE_RELEASE, Order, Shipment, Status
+from orders.models import PRE_RELEASE, Allocation, Order, Shipment, Status
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _pick_completed(event: InboundEvent, data: Data, actor: Actor) -> str:
     if order.status in NOT_RELEASED:
         raise Defer(f"Order {order.external_id} is {order.status}, not released yet.")
     if order.status != Status.RELEASED:
-        return SKIPPED
+        return _later_pick(order, data)
     flows.pick_completed(
         order=order,
         warehouse_code=data["warehouse"],
@@ -83,6 +83,31 @@ def _pick_completed(event: InboundEvent, data: Data, actor: Actor) -> str:
         picked_at=event.occurred_at,
     )
     return APPLIED
+
+
+def _later_pick(order: Order, data: Data) -> str:
+    """A pick of an order picked already: the same warehouse again (a resend) or, for an
+    order released to several warehouses, another one. The order records one pick, so
+    another warehouse's pick in full changes nothing, and its short pick goes to a person
+    instead of being lost."""
+    picked_here = order.transitions.filter(transition="start_picking", data__warehouse=data["warehouse"])
+    reserved = dict(
+        Allocation.objects.filter(line__order=order, warehouse__code=data["warehouse"])
+        .values_list("line__product__sku")
+        .annotate(units=Sum("quantity"))
+    )
+    short = {
+        line["sku"]: reserved[line["sku"]] - line["picked"]
+        for line in data["lines"]
+        if reserved.get(line["sku"], 0) > line["picked"]
+    }
+    if picked_here.exists() or not short:
+        return SKIPPED
+    raise InvalidInput(
+        f"Order {order.external_id} is {order.status} after its pick elsewhere; the short pick at "
+        f"{data['warehouse']} ({', '.join(f'{sku}: {n} short' for sku, n in sorted(short.items()))}) "
+        "was not applied: adjust its reservations and stock by hand."
+    )
 
 
 def _shipment_confirmed(event: InboundEvent, data: Data, actor: Actor) -> str:

@@ -10,6 +10,8 @@ import json
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, JsonResponse
 from django.utils.dateparse import parse_datetime
@@ -214,9 +216,15 @@ def _subject_ref(event_type: str, data: dict[str, Any]) -> str:
 
 def receive(request: HttpRequest, partner_name: str) -> JsonResponse:
     """Authenticate, validate and store one webhook; 202 once it is durable."""
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return problem_response(
+            status=413, code="body_too_large", title="Body too large",
+            detail=f"An event body may have at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+        )  # fmt: skip
     partner = Partner.objects.filter(name=partner_name).first()
     secrets = list(partner.secrets.filter(is_active=True).values_list("secret", flat=True)) if partner else []
-    body = request.body
     try:
         verify(request.headers.get("X-Signature"), body, secrets, now=clock.now().timestamp())
     except SignatureError as exc:

@@ -309,6 +309,44 @@ def test_a_second_pick_of_a_packed_order_is_skipped(send: Callable[..., InboundE
     assert (OrderTransition.objects.count(), stock_of(order), open_exceptions()) == (rows, (4, 4), [])
 
 
+def test_an_order_released_to_two_warehouses(send: Callable[..., InboundEvent]) -> None:
+    """The order records the first warehouse's pick; the second one's, in full, changes
+    nothing, and its short pick goes to the integration queue instead of being lost."""
+    wh1, wh2, prod = factories.warehouse("WH1"), factories.warehouse("WH2"), factories.product("SKU-1")
+    factories.stock(wh1, prod, 2)
+    factories.stock(wh2, prod, 3)
+    order = factories.order(lines=[(prod, 5)], wh=wh1)
+    flows.order_intake(order=order, actor=factories.SYSTEM)
+    order.refresh_from_db()
+    assert order.status == S.RELEASED
+    releases = OutboxMessage.objects.filter(topic="order.release").order_by("idempotency_key")
+    assert [(m.payload["warehouse"], m.payload["lines"]) for m in releases] == [
+        ("WH1", [{"sku": "SKU-1", "quantity": 2}]), ("WH2", [{"sku": "SKU-1", "quantity": 3}]),
+    ]  # fmt: skip
+
+    def pick(warehouse: str, picked: int) -> dict[str, Any]:
+        return {
+            "order": order.external_id,
+            "warehouse": warehouse,
+            "lines": [{"sku": "SKU-1", "picked": picked}],
+        }
+
+    assert send("pick.completed", pick("WH1", 2), at(5)).state == "applied"
+    assert send("pick.completed", pick("WH1", 0), at(6)).state == "skipped"  # WH1 again
+    assert send("pick.completed", pick("WH2", 3), at(6), event_id="full").state == "skipped"
+    short = send("pick.completed", pick("WH2", 1), at(7))
+    assert (short.state, short.last_error) == (
+        "failed",
+        f"Order {order.external_id} is packed after its pick elsewhere; the short pick at WH2 "
+        "(SKU-1: 2 short) was not applied: adjust its reservations and stock by hand.",
+    )
+    assert open_exceptions(order) == ["integration_sync_failed"]
+    stock = Inventory.objects.order_by("warehouse__code").values_list(
+        "warehouse__code", "on_hand", "allocated"
+    )
+    assert list(stock) == [("WH1", 2, 2), ("WH2", 3, 3)]
+
+
 def test_pick_naming_a_sku_not_on_the_order_fails_and_changes_nothing(
     send: Callable[..., InboundEvent],
 ) -> None:

@@ -1,6 +1,7 @@
 """Webhook intake through the real endpoints: bodies refused with problem+json and nothing
 written, events stored once and acknowledged, duplicates, and applying an event twice."""
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from tests import factories
 from tests.integrations.webhook_support import (
     NOW,
     assert_problem,
+    collide,
     counts,
     envelope,
     make_partners,
@@ -282,6 +284,13 @@ def test_invalid_event_data(
     assert problem["errors"] == errors
 
 
+def test_body_too_large(refused: Callable[..., dict[str, Any]], client: Client, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 200
+    document = envelope("pick.completed", {**PICK_DATA, "order": "SO-" + "1" * 200}, "evt_big", AT)
+    problem = refused(document, 413, "body_too_large")
+    assert problem["detail"] == "An event body may have at most 200 bytes."
+
+
 def test_get_is_refused_with_a_problem(client: Client, partners: dict[str, Partner]) -> None:
     for path in ("/api/v1/webhooks/wms/", "/api/v1/webhooks/carrier/"):
         response = client.get(path)
@@ -418,3 +427,44 @@ def test_applying_the_same_event_twice_changes_state_once(
     order.refresh_from_db()
     event.refresh_from_db()
     assert (order.status, event.state, event.attempts) == (Status.PACKED, "applied", 1)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_same_event_posted_twice_at_once_is_stored_once(partners: dict[str, Partner]) -> None:
+    document = envelope("pick.completed", PICK_DATA, "evt_race", AT)
+
+    def post_it(barrier: threading.Barrier) -> tuple[int, str]:
+        client = Client()
+        barrier.wait()
+        response = post(client, "wms", document)
+        return response.status_code, response.json()["status"]
+
+    for _ in range(4):
+        InboundEvent.objects.all().delete()
+        assert sorted(collide(post_it, post_it)) == [(202, "accepted"), (202, "duplicate")]
+        assert InboundEvent.objects.filter(event_id="evt_race").count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_applying_one_event_at_once_apply_it_once(partners: dict[str, Partner]) -> None:
+    order = factories.order_in(Status.RELEASED)
+    line = order.lines.select_related("product").get()
+    data = {
+        "order": order.external_id,
+        "warehouse": order.warehouse.code,
+        "lines": [{"sku": line.product.sku, "picked": line.quantity}],
+    }
+    post(Client(), "wms", envelope("pick.completed", data, "evt_pick_race", AT))
+    event = stored("wms", "evt_pick_race")
+    rows = OrderTransition.objects.filter(order=order).count()
+
+    def work(barrier: threading.Barrier) -> str:
+        barrier.wait()
+        return tasks.apply_inbound_event(event.pk)
+
+    assert collide(work, work) == ["applied", "applied"]
+    event.refresh_from_db()
+    assert (event.state, event.attempts) == ("applied", 1)
+    assert OrderTransition.objects.filter(order=order).count() == rows + 2

@@ -2,9 +2,12 @@
 refused request wrote nothing."""
 
 import json
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from django.db import connections
 from django.http import HttpResponse
 from django.test import Client
 
@@ -91,3 +94,27 @@ def assert_problem(response: HttpResponse, status: int, code: str) -> dict[str, 
     assert body["title"]
     assert body["detail"]
     return body
+
+
+def collide(*actions: Callable[[threading.Barrier], Any]) -> list[Any]:
+    """Run each action in its own thread (so on its own database connection); each waits at
+    the barrier before its write, so the writes really meet. Returns each result or the
+    exception raised, in order."""
+    barrier = threading.Barrier(len(actions), timeout=30)
+    results: list[Any] = [None] * len(actions)
+
+    def run(i: int, action: Callable[[threading.Barrier], Any]) -> None:
+        try:
+            results[i] = action(barrier)
+        except Exception as exc:  # handed back to the test, which asserts on it
+            results[i] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i, a), daemon=True) for i, a in enumerate(actions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a racer hung"
+    return results
