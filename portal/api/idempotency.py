@@ -63,6 +63,7 @@ class KeyReused(exceptions.APIException):
 
 class InProgress(exceptions.APIException):
     status_code = 409
+    wait = 1  # sent as Retry-After
     default_code = "idempotency_in_progress"
     default_detail = "A request with this Idempotency-Key is still running; retry in a moment."
 

@@ -123,7 +123,9 @@ def test_a_running_request_with_the_key_answers_409(cs: Caller, master: MasterDa
         record = IdempotencyRecord.objects.get()
         IdempotencyRecord.objects.filter(pk=record.pk).update(state="in_progress", body=b"", status_code=None)
         clock.advance(idempotency.ABANDONED_AFTER - timedelta(seconds=1))
-        assert_problem(cs.post(ORDERS, body, key="k"), 409, "idempotency_in_progress")
+        running = cs.post(ORDERS, body, key="k")
+        assert_problem(running, 409, "idempotency_in_progress")
+        assert running["Retry-After"] == "1"
         clock.advance(timedelta(seconds=2))  # its worker must have died: the key is taken over
         taken_over = cs.post(ORDERS, body, key="k")
     assert taken_over.status_code == 200 and "Idempotent-Replayed" not in taken_over  # the known order

@@ -2,6 +2,7 @@ import hashlib
 from io import StringIO
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
 
@@ -102,3 +103,18 @@ def test_a_revoked_token_or_an_inactive_user_is_refused() -> None:
     user.is_active = False
     user.save()
     assert_problem(caller.get("/api/v1/customers/"), 401, "authentication_failed")
+
+
+def test_an_admin_revokes_tokens_in_the_django_admin() -> None:
+    factories.user("erp", CUSTOMER_SERVICE)
+    key = key_of("erp", "write")
+    token = ApiToken.objects.get()
+    admin_client = Client()
+    admin_client.force_login(User.objects.create_superuser("root", password="pw"))
+    listing = admin_client.get("/admin/api/apitoken/")
+    assert listing.status_code == 200 and token.prefix in listing.content.decode()
+    assert key not in listing.content.decode() and token.key_hash not in listing.content.decode()
+    admin_client.post("/admin/api/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert admin_client.get("/admin/api/apitoken/add/").status_code == 403
