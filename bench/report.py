@@ -1,0 +1,66 @@
+"""Figures and their output: one JSON object per line on stdout, also appended to
+``var/bench/<scale>.jsonl`` so that docs/performance.md can be written from a run."""
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "var" / "bench"
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """Nearest-rank percentile (``share`` in 0..100) of a non-empty sample."""
+    ordered = sorted(values)
+    rank = max(math.ceil(share / 100 * len(ordered)), 1)
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def ratio(project: float, raw: float) -> float | None:
+    return round(project / raw, 3) if raw else None
+
+
+class Report:
+    def __init__(self, scale: str) -> None:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        self.path = RESULTS_DIR / f"{scale}.jsonl"
+        self.path.write_text("")
+
+    def emit(self, measure: str, **figures: Any) -> None:
+        line = json.dumps({"measure": measure, **figures})
+        print(line, flush=True)
+        with self.path.open("a") as out:
+            out.write(line + "\n")
+
+
+def machine(pg_version: str) -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": _cpu_model(),
+        "python": sys.version.split()[0],
+        "postgresql": pg_version,
+        "os": platform.platform(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor()
+    for line in text.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
