@@ -463,6 +463,9 @@ class Handler(BaseHTTPRequestHandler):
     server: "SimulatorServer"
     protocol_version = "HTTP/1.1"
     server_version = "FulfillmentSimulator/1.0"
+    # Headers and body go out in separate writes: with Nagle's algorithm on, a kept-alive
+    # connection waits for the client's delayed ACK (about 40 ms) before sending the body.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self._dispatch("GET")
