@@ -6,7 +6,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
-NAME = "fulfillment_bench"
+NAME = os.environ.get("BENCH_DATABASE", "fulfillment_bench")
 
 
 def bench_url() -> str:
