@@ -209,21 +209,47 @@ def unclaimed(queue: Queue) -> QuerySet[WorkItem]:
     )
 
 
-@transaction.atomic
+# Claim next in one statement (PostgreSQL): pick the top unclaimed item with SKIP LOCKED,
+# claim it and write its "claimed" history row. The conditions and the order are those of
+# ``unclaimed()`` and the partial index ``workitem_queue_rank_unclaimed``.
+_CLAIM_NEXT_SQL = """
+WITH next AS (
+    SELECT id FROM {items}
+    WHERE queue_id = %(queue)s AND state = 'open' AND assignee_id IS NULL
+      AND (snoozed_until IS NULL OR snoozed_until <= %(now)s)
+    ORDER BY priority_key DESC, created_at, id
+    LIMIT 1 FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {items} SET assignee_id = %(user)s, claimed_at = %(now)s
+    FROM next WHERE {items}.id = next.id
+    RETURNING {items}.*
+), recorded AS (
+    INSERT INTO {events} (item_id, action, actor_user_id, actor_system, note, data, at)
+    SELECT id, 'claimed', %(user)s, '', '', '{{}}', %(now)s FROM claimed
+)
+SELECT * FROM claimed
+"""
+
+
 def work_item_claim_next(*, queue: Queue, user: AbstractBaseUser) -> WorkItem | None:
     """Hand the highest-ranked unclaimed item of the queue to ``user``.
 
-    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets many claimers take different items at
-    once. SQLite: the transaction starts IMMEDIATE, so claimers are serialised.
+    PostgreSQL: one statement (so one transaction, or part of the caller's) with ``FOR
+    UPDATE SKIP LOCKED``, so that many claimers take different items at once and each
+    claim is one round trip. SQLite: the transaction starts IMMEDIATE, so claimers are
+    serialised.
     """
     access_queue(user, queue)
-    candidates = unclaimed(queue).order_by("-priority_key", "created_at", "id")
     if connection.features.has_select_for_update_skip_locked:
-        candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-    item = candidates.first()
-    if item is None:
-        return None
-    return _claim(item, user, Actor.of(user))
+        sql = _CLAIM_NEXT_SQL.format(items=WorkItem._meta.db_table, events=WorkItemEvent._meta.db_table)
+        params = {"queue": queue.pk, "user": user.pk, "now": clock.now()}
+        item = next(iter(WorkItem.objects.raw(sql, params)), None)
+        if item is not None:
+            item.queue, item.assignee = queue, user
+        return item
+    with transaction.atomic():
+        item = unclaimed(queue).order_by("-priority_key", "created_at", "id").first()
+        return None if item is None else _claim(item, user, Actor.of(user))
 
 
 @transaction.atomic
