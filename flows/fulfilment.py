@@ -20,6 +20,7 @@ from orders import services as order_services
 from orders.models import Order, OrderLine, Product, Shipment, Status
 
 SHORTFALL = "inventory_shortfall"
+POLICY = Actor.named("policy")
 # Orders offered new stock per arrival; the stall sweep and the next arrival reach the rest.
 STOCK_ARRIVAL_BATCH = 200
 
@@ -65,7 +66,9 @@ def order_allocate(*, order: Order, actor: Actor) -> order_services.AllocationRe
         order_services.order_request_release_approval(
             order=order, actor=actor, reason=f"Order value {order.total} is at or above {threshold}."
         )
-        approval_services.approval_request(order=order, kind=ApprovalKind.HIGH_VALUE_RELEASE, actor=actor)
+        # The policy asks, not whoever allocated: a finance approver who released the credit
+        # hold may still decide the release (separation of duties binds requesters).
+        approval_services.approval_request(order=order, kind=ApprovalKind.HIGH_VALUE_RELEASE, actor=POLICY)
     else:
         order_services.order_release(order=order, actor=actor)
     return result

@@ -259,6 +259,12 @@ def test_a_two_approver_band_needs_two_distinct_approvers() -> None:
     )
     release = ApprovalRequest.objects.get(order=order, kind="high_value_release")
     assert (release.status, release.amount) == ("pending", order.total)
+    # The release request was raised by the policy, not by bob: he may decide it too.
+    assert (release.requested_by, release.work_item.raised_by) == (None, None)
+    final = flow.approval_decide(request=release, user=bob, approve=True, comment="Release it.")
+    assert (final.final, final.approved) == (True, True)  # 25,000-100,000: one approver
+    order.refresh_from_db()
+    assert order.status == Status.RELEASED
 
 
 def test_a_rejection_after_the_first_approval_is_final() -> None:
