@@ -255,7 +255,8 @@ def _evaluate_rule(rule_id: int, now: datetime) -> tuple[int, int]:
     )
     if rule is None:
         return 0, 0
-    items = list(rule_matches(rule, now).select_for_update().order_by("pk")[:BATCH_SIZE])
+    # Oldest first, in the order of the index of unclaimed items (and one lock order for all).
+    items = list(rule_matches(rule, now).select_for_update().order_by("created_at", "pk")[:BATCH_SIZE])
     if not items:
         return 0, 0
     queues = {q.pk: q for q in Queue.objects.all()}

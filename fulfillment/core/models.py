@@ -154,6 +154,17 @@ class WorkItem(models.Model):
             models.Index(
                 fields=["next_sla_warning_at"], name="workitem_sla_warning", condition=Q(state="open")
             ),
+            # The escalation rules' triggers, so that a sweep reads only the items that are due
+            # however many are open: unclaimed since, promised by, SLA share warned.
+            models.Index(
+                fields=["created_at", "id"], name="workitem_unclaimed_since",
+                condition=Q(state="open", assignee__isnull=True),
+            ),
+            models.Index(fields=["promised_at"], name="workitem_promised", condition=Q(state="open")),
+            models.Index(
+                fields=["sla_warned_share"], name="workitem_sla_warned",
+                condition=Q(state="open", sla_warned_share__gt=0),
+            ),
         ]  # fmt: skip
         constraints = [
             models.CheckConstraint(
@@ -184,7 +195,11 @@ class WorkItemEvent(models.Model):
 
     class Meta:
         ordering = ["item", "at", "id"]
-        indexes = [models.Index(fields=["item", "at"], name="workitemevent_item_at")]
+        indexes = [
+            models.Index(fields=["item", "at"], name="workitemevent_item_at"),
+            # Recent releases, for the "unclaimed for N minutes" escalation trigger.
+            models.Index(fields=["at"], name="workitemevent_released", condition=Q(action="released")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} on {self.item_id}"
