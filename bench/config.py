@@ -26,7 +26,9 @@ class Scale:
     relay_seconds: float
     relay_drain: int  # backlog delivered as fast as possible
     rules: int
-    aged_items: int  # items the escalation rules fire on, the same at both sizes
+    # Items the escalation rules fire on, the same at both sizes: about the work of one
+    # minute in a steady state (items crossing a rule's threshold), not a first run.
+    aged_items: int
     stalled_orders: int  # orders the stall sweep finds, the same at both sizes
 
 
@@ -49,7 +51,7 @@ SCALES = {
         relay_seconds=4,
         relay_drain=400,
         rules=20,
-        aged_items=200,
+        aged_items=100,
         stalled_orders=100,
     ),
     "full": Scale(
@@ -65,12 +67,12 @@ SCALES = {
         page_requests=300,
         api_requests=300,
         webhooks=4_000,
-        webhook_senders=8,
+        webhook_senders=4,
         relay_rate=200,
         relay_seconds=30,
         relay_drain=3_000,
         rules=20,
-        aged_items=1_000,
+        aged_items=100,
         stalled_orders=500,
     ),
 }

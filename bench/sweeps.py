@@ -55,8 +55,10 @@ def _rule_sql(rule: Any, now: datetime) -> tuple[str, list[Any]]:
         f"NOT EXISTS (SELECT 1 FROM core_rulefiring f WHERE f.rule_id = %s AND f.item_id = w.id{level})"
     )
     params.append(rule.pk)
+    conditions = " AND ".join(where)
     return (
-        f"SELECT w.* FROM core_workitem w WHERE {' AND '.join(where)} ORDER BY w.id LIMIT 1000 FOR UPDATE",
+        f"SELECT w.* FROM core_workitem w WHERE {conditions} "
+        "ORDER BY w.created_at, w.id LIMIT 1000 FOR UPDATE",
         params,
     )
 
