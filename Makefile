@@ -54,3 +54,10 @@ graph: install ## Render the order state machine to docs/order-states.svg (needs
 	@command -v dot >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq graphviz >/dev/null; }
 	$(PY) manage.py graph_transitions orders.Order -o docs/order-states.svg
 	$(PY) manage.py graph_transitions orders.Order -o docs/order-states.dot
+
+.PHONY: bench bench-small
+bench: install ## Benchmark: 1M orders, project against raw SQL (own PostgreSQL database; ~15 min)
+	$(PY) -m bench --scale full
+
+bench-small: install ## The benchmark's quick run (20k orders; the CI's smoke test, ~1 min)
+	$(PY) -m bench --scale small
