@@ -248,6 +248,11 @@ SPECTACULAR_SETTINGS = {
         "OrderStatusEnum": "orders.models.Status",
         "InvoiceStatusEnum": "orders.models.Invoice.InvoiceStatus",
         "TierEnum": "orders.models.Tier",
+        "WorkItemKindEnum": "fulfillment.core.models.WorkItem.Kind",
+        "WorkItemStateEnum": "fulfillment.core.models.WorkItem.State",
+        "ApprovalKindEnum": "approvals.models.Kind",
+        "OutboxStateEnum": "fulfillment.core.models.OutboxMessage.State",
+        "InboundEventStateEnum": "integrations.models.InboundEvent.State",
     },
 }
 # /metrics also answers `Authorization: Bearer <METRICS_TOKEN>` (portal/ops.py).

@@ -184,8 +184,9 @@ class QueueFigures:
     mine: int
 
 
-def queues_overview(*, user: AbstractBaseUser, now: datetime) -> list[QueueFigures]:
-    """The queues ``user`` may work (admins: all) with their counts, in one grouped query.
+def queues_with_figures(*, user: AbstractBaseUser, now: datetime) -> QuerySet[Queue]:
+    """The queues ``user`` may work (admins: all), each annotated with its counts
+    ``n_open``, ``n_unclaimed``, ``n_breached`` and ``n_mine``: one grouped query.
 
     Unclaimed counts what claim-next could hand out: open, nobody holds it, not snoozed.
     """
@@ -193,7 +194,7 @@ def queues_overview(*, user: AbstractBaseUser, now: datetime) -> list[QueueFigur
     if not roles.has_role(user, roles.ADMIN):
         qs = qs.filter(team__in=user.groups.values("pk"))
     is_open = Q(items__state=Open)
-    qs = qs.annotate(
+    return qs.annotate(
         n_open=Count("items", filter=is_open),
         n_unclaimed=Count(
             "items",
@@ -203,7 +204,12 @@ def queues_overview(*, user: AbstractBaseUser, now: datetime) -> list[QueueFigur
         ),
         n_breached=Count("items", filter=is_open & Q(items__sla_due_at__lt=now)),
         n_mine=Count("items", filter=is_open & Q(items__assignee=user)),
-    ).order_by("name")
+    )
+
+
+def queues_overview(*, user: AbstractBaseUser, now: datetime) -> list[QueueFigures]:
+    """The queues ``user`` may work with their counts (``queues_with_figures``), by name."""
+    qs = queues_with_figures(user=user, now=now).order_by("name")
     return [
         QueueFigures(queue=q, open=q.n_open, unclaimed=q.n_unclaimed, breached=q.n_breached, mine=q.n_mine)
         for q in qs

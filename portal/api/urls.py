@@ -9,7 +9,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from portal.api import masterdata, orders, webhooks
+from portal.api import configuration, integration, masterdata, orders, webhooks, workqueues
 from portal.api.base import ApiMixin
 from portal.api.permissions import AUTHENTICATED, RoleAndScope
 
@@ -20,6 +20,17 @@ router.register("warehouses", masterdata.WarehouseViewSet, basename="api-warehou
 router.register("carriers", masterdata.CarrierViewSet, basename="api-carrier")
 router.register("inventory", masterdata.InventoryViewSet, basename="api-inventory")
 router.register("orders", orders.OrderViewSet, basename="api-order")
+router.register("queues", workqueues.QueueViewSet, basename="api-queue")
+router.register("work-items", workqueues.WorkItemViewSet, basename="api-work-item")
+router.register(
+    r"work-items/(?P<item_pk>[0-9]{1,18})/comments",
+    workqueues.CommentViewSet,
+    basename="api-work-item-comment",
+)
+router.register("outbox", integration.OutboxMessageViewSet, basename="api-outbox")
+router.register("inbound-events", integration.InboundEventViewSet, basename="api-inbound-event")
+router.register("escalation-rules", configuration.EscalationRuleViewSet, basename="api-escalation-rule")
+router.register("approval-policies", configuration.ApprovalPolicyViewSet, basename="api-approval-policy")
 
 
 class SchemaView(ApiMixin, SpectacularAPIView):
