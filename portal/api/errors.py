@@ -33,6 +33,7 @@ for paths under ``/api/`` (``handler*`` in ``fulfillment/urls.py``).
 
 from typing import Any
 
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
@@ -86,15 +87,20 @@ def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
+def _named_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Django's key for errors of no field (``__all__``) as the API names it."""
+    return {api_settings.NON_FIELD_ERRORS_KEY if k == NON_FIELD_ERRORS else k: v for k, v in fields.items()}
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's ``EXCEPTION_HANDLER``: None (a 500, handled by ``server_error``) for anything
     that is not a known client error."""
     if isinstance(exc, ApplicationError):
         set_rollback()
-        return problem(status=exc.status, code=exc.code, detail=exc.message, fields=exc.fields)
+        return problem(status=exc.status, code=exc.code, detail=exc.message, fields=_named_fields(exc.fields))
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(
-            exc.message_dict
+            _named_fields(exc.message_dict)
             if hasattr(exc, "error_dict")
             else {api_settings.NON_FIELD_ERRORS_KEY: exc.messages}
         )
