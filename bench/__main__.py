@@ -7,6 +7,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import psutil
+
 from bench import database
 from bench.config import MEASURES, SCALES, Scale
 
@@ -49,8 +51,11 @@ def main(argv: list[str]) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    Run(scale, only, url).go()
-    log(f"done in {time.perf_counter() - started:.0f} s")
+    run = Run(scale, only, url)
+    run.go()
+    seconds = round(time.perf_counter() - started)
+    run.report.emit("run", seconds=seconds, load_average=[round(n, 2) for n in psutil.getloadavg()])
+    log(f"done in {seconds} s")
 
 
 class Run:

@@ -38,7 +38,8 @@ class Report:
         self.path.write_text("")
 
     def emit(self, measure: str, **figures: Any) -> None:
-        line = json.dumps({"measure": measure, **figures})
+        """One line; ``load_1m`` is the machine's load average as the measure ends."""
+        line = json.dumps({"measure": measure, **figures, "load_1m": round(psutil.getloadavg()[0], 2)})
         print(line, flush=True)
         with self.path.open("a") as out:
             out.write(line + "\n")
@@ -50,6 +51,8 @@ def machine(pg_version: str) -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "cpu": _cpu_model(),
         "python": sys.version.split()[0],
+        # Other work on the machine: the figures are only comparable at a similar load.
+        "load_average": [round(n, 2) for n in psutil.getloadavg()],
         "postgresql": pg_version,
         "os": platform.platform(),
     }
