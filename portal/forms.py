@@ -27,6 +27,8 @@ class OrderSearchForm(forms.Form):
         label="Match",
         required=False,
         choices=[(MATCH_PREFIX, "starts with"), (MATCH_EXACT, "is exactly")],
+        # Shown beside the external id without a label of its own: screen readers need a name.
+        widget=forms.Select(attrs={"aria-label": "Match"}),
     )
     customer = forms.CharField(
         label="Customer",
