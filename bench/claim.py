@@ -13,6 +13,7 @@ from bench.report import ms, percentile, ratio
 from bench.workers import Ready, run
 
 QUEUE = "planning"
+ROUNDS = 2
 RAW_CLAIM = """
 UPDATE core_workitem SET assignee_id = %(user)s, claimed_at = now()
 WHERE id = (
@@ -84,6 +85,15 @@ def reset(url: str, queue_id: int) -> None:
         conn.execute("VACUUM core_workitemevent")
 
 
+def _best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the most claims per second; double claims of every round add up."""
+    best = dict(max(rounds, key=lambda r: r["claims_per_s"]))
+    for key in ("double_claims", "double_claims_in_history"):
+        if key in best:
+            best[key] = sum(r[key] for r in rounds)
+    return best
+
+
 def _doubles_in_history(url: str) -> int:
     """Items with more than one 'claimed' history row: each would be a double claim."""
     with connect(url) as conn:
@@ -120,15 +130,25 @@ def measure(
     lines = []
     for n in claimers:
         names = usernames[:n]
-        reset(url, queue_id)
-        project = _round("bench.claim.project_claimer", [(name, seconds) for name in names])
-        project["double_claims_in_history"] = _doubles_in_history(url)
-        reset(url, queue_id)
-        raw = _round("bench.claim.raw_claimer", [(url, users[name], queue_id, seconds) for name in names])
+        projects, raws = [], []
+        # Project and raw alternate, twice each; the better round of each counts, so that
+        # other work on a shared machine, which comes and goes, weighs on both alike.
+        for _ in range(ROUNDS):
+            reset(url, queue_id)
+            project = _round("bench.claim.project_claimer", [(name, seconds) for name in names])
+            project["double_claims_in_history"] = _doubles_in_history(url)
+            projects.append(project)
+            reset(url, queue_id)
+            raws.append(
+                _round("bench.claim.raw_claimer", [(url, users[name], queue_id, seconds) for name in names])
+            )
+        project = _best(projects)
+        raw = _best(raws)
         lines.append(
             {
                 "claimers": n,
                 "open_items": open_items,
+                "rounds": ROUNDS,
                 "project": project,
                 "raw": raw,
                 "ratio": ratio(project["claims_per_s"], raw["claims_per_s"]),

@@ -132,33 +132,35 @@ def _summary(samples: list[Sample]) -> dict[str, Any]:
     }
 
 
-def _raw_timings(url: str, statements: list[tuple[str, Any]], runs: int) -> dict[str, Any]:
-    """Each run executes ``statements`` (and fetches every row) on one connection."""
-    times = []
+Statements = list[tuple[str, Any]]
+
+
+def _paired(
+    session: requests.Session, url: str, work: list[tuple[str, Statements]], warmup: int = 10, **kwargs: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """GET each URL, and right after it run its raw statements (fetching every row) on one
+    connection: project and baseline take turns, so that other work on the machine weighs
+    on both alike. Returns the project's and the baseline's figures."""
+    for target, _ in work[:warmup]:
+        session.get(target, timeout=30, **kwargs)
+    samples, times = [], []
     with connect(url) as conn:
-        for _ in range(runs):
+        for target, statements in work:
+            response, sample = _timed(lambda t=target: session.get(t, timeout=30, **kwargs))
+            if response.status_code != 200:
+                raise RuntimeError(f"GET {target}: HTTP {response.status_code}: {response.text[:300]}")
+            samples.append(sample)
             started = time.perf_counter()
             for sql, params in statements:
                 conn.execute(sql, params).fetchall()
             times.append(time.perf_counter() - started)
-    return {
-        "runs": runs,
+    raw = {
+        "runs": len(times),
         "p50_ms": ms(percentile(times, 50)),
         "p95_ms": ms(percentile(times, 95)),
-        "queries": len(statements),
+        "queries": len(work[0][1]),
     }
-
-
-def _get_many(session: requests.Session, urls: list[str], warmup: int = 10, **kwargs: Any) -> list[Sample]:
-    for u in urls[:warmup]:
-        session.get(u, timeout=30, **kwargs)
-    samples = []
-    for u in urls:
-        response, sample = _timed(lambda u=u: session.get(u, timeout=30, **kwargs))
-        if response.status_code != 200:
-            raise RuntimeError(f"GET {u}: HTTP {response.status_code}: {response.text[:300]}")
-        samples.append(sample)
-    return samples
+    return _summary(samples), raw
 
 
 # --- 3. the queue page ------------------------------------------------------------------
@@ -175,9 +177,8 @@ def queue_page(server: Server, session: requests.Session, url: str, requests_cou
 
     queue = Queue.objects.get(slug="planning")
     target = f"{server.base}/queues/planning/?{'&'.join(f'{k}={v}' for k, v in PAGE_FILTER.items())}"
-    samples = _get_many(session, [target] * requests_count)
-    project = _summary(samples)
-    raw = _raw_timings(url, [(RAW_QUEUE_PAGE, (queue.pk, PAGE_FILTER["tier"]))], requests_count)
+    statements = [(RAW_QUEUE_PAGE, (queue.pk, PAGE_FILTER["tier"]))]
+    project, raw = _paired(session, url, [(target, statements)] * requests_count)
     return {
         "open_items": WorkItem.objects.filter(state="open").count(),
         "queue_open_items": WorkItem.objects.filter(state="open", queue=queue).count(),
@@ -235,23 +236,12 @@ def order_api(server: Server, url: str, username: str, requests_count: int) -> d
     top = Order.objects.order_by("-pk").values_list("pk", flat=True).first()
     rng = random.Random(6)
     ids = [rng.randint(1, top) for _ in range(requests_count)]
-    list_samples = _get_many(session, [f"{server.base}/api/v1/orders/"] * requests_count, headers=headers)
-    detail_samples = _get_many(session, [f"{server.base}/api/v1/orders/{pk}/" for pk in ids], headers=headers)
-    raw_list = _raw_timings(url, [(RAW_ORDER_LIST, None)], requests_count)
-    detail_times = []
-    with connect(url) as conn:
-        for pk in ids:
-            started = time.perf_counter()
-            for sql in RAW_ORDER_DETAIL:
-                conn.execute(sql, {"id": pk}).fetchall()
-            detail_times.append(time.perf_counter() - started)
-    raw_detail = {
-        "runs": len(ids),
-        "p50_ms": ms(percentile(detail_times, 50)),
-        "p95_ms": ms(percentile(detail_times, 95)),
-        "queries": len(RAW_ORDER_DETAIL),
-    }
-    project_list, project_detail = _summary(list_samples), _summary(detail_samples)
+    listing = [(f"{server.base}/api/v1/orders/", [(RAW_ORDER_LIST, None)])] * requests_count
+    project_list, raw_list = _paired(session, url, listing, headers=headers)
+    details = [
+        (f"{server.base}/api/v1/orders/{pk}/", [(sql, {"id": pk}) for sql in RAW_ORDER_DETAIL]) for pk in ids
+    ]
+    project_detail, raw_detail = _paired(session, url, details, headers=headers)
     return {
         "orders": Order.objects.count(),
         "list": {
