@@ -16,6 +16,10 @@ def _lines(scale: str) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
+def _queries(n: int) -> str:
+    return "1 query" if n == 1 else f"{n} queries"
+
+
 def rows(scale: str) -> list[tuple[str, str, str, str]]:
     """(measure, project, raw, project ÷ raw) per line of the table."""
     m = _lines(scale)
@@ -58,7 +62,7 @@ def rows(scale: str) -> list[tuple[str, str, str, str]]:
                 (
                     f"4. Order API {part} at {a['orders']:,} orders",
                     f"p50 {p['p50_ms']} / p95 {p['p95_ms']} ms, {p['queries_per_request']} queries",
-                    f"p50 {r['p50_ms']} / p95 {r['p95_ms']} ms, {r['queries']} queries",
+                    f"p50 {r['p50_ms']} / p95 {r['p95_ms']} ms, {_queries(r['queries'])}",
                     f"{a[part]['ratio']} (p95)",
                 )
             )
@@ -93,8 +97,8 @@ def rows(scale: str) -> list[tuple[str, str, str, str]]:
         )
     for sw in m.get("sweeps", []):
         for part, label in (
-            ("escalation", "escalation sweep (SLA warnings + 20 rules)"),
-            ("stall", "stall sweep"),
+            ("escalation", "Escalation sweep (SLA warnings + 20 rules)"),
+            ("stall", "Stall sweep"),
         ):
             p, r = sw[part]["project"], sw[part]["raw"]
             work = (
@@ -104,9 +108,9 @@ def rows(scale: str) -> list[tuple[str, str, str, str]]:
             )
             out.append(
                 (
-                    f"7. {label.capitalize()} at {sw['open_items']:,} open items",
+                    f"7. {label} at {sw['open_items']:,} open items",
                     f"{p['seconds']} s, {p['queries']} queries ({work})",
-                    f"{r['seconds']} s, {r['queries']} queries (reads only)",
+                    f"{r['seconds']} s, {_queries(r['queries'])} (reads only)",
                     f"{sw[part]['ratio']}",
                 )
             )
