@@ -28,6 +28,9 @@ class EscalationRuleSerializer(serializers.ModelSerializer):
     )
     move_to = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     notify_user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    kind = serializers.ChoiceField(
+        choices=WorkItem.Kind.choices, allow_blank=True, read_only=True, help_text="Empty: every kind."
+    )
 
     class Meta:
         model = EscalationRule

@@ -35,6 +35,13 @@ BODY_METHODS = {"POST", "PUT", "PATCH"}
 # Answers an Idempotency-Key may replay (idempotency.NOT_KEPT and 5xx are never kept;
 # 400, 401 and 429 come before the key is looked at).
 REPLAYABLE = [200, 201, 202, 204, 403, 404, 422]
+# What ``idempotency.valid_key`` accepts, as it arrives (HTTP trims the value's outer spaces).
+IDEMPOTENCY_KEY = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": idempotency.MAX_KEY_LENGTH,
+    "pattern": r"^[!-~]([ -~]*[!-~])?$",
+}
 PROBLEMS = {
     "400": "Malformed: the body is not JSON, or a header is not valid.",
     "401": "No credentials, or unknown ones.",
@@ -111,7 +118,7 @@ class ApiAutoSchema(AutoSchema):
             parameters += [
                 OpenApiParameter(
                     idempotency.HEADER,
-                    OpenApiTypes.STR,
+                    IDEMPOTENCY_KEY,
                     OpenApiParameter.HEADER,
                     description=(
                         "Send the same key when you retry: the first answer comes back instead of a second "

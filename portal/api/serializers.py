@@ -7,6 +7,7 @@ them (known customer, allowed move, …) are the services' and come back as thei
 ``InvalidInput`` / ``TransitionNotAllowed``.
 """
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from orders import services as order_services
@@ -32,6 +33,8 @@ class ProblemSerializer(serializers.Serializer):
 
 
 class CustomerSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(read_only=True, help_text="An e-mail address, or empty.")
+
     class Meta:
         model = Customer
         fields = ["id", "code", "name", "tier", "email", "credit_limit", "open_receivables", "credit_blocked"]
@@ -45,7 +48,14 @@ class ProductSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field({"type": "string", "pattern": r"^\d{2}:\d{2}:\d{2}$", "example": "16:00:00"})
+class LocalTimeField(serializers.TimeField):
+    """A wall-clock time without an offset (OpenAPI's ``format: time`` demands one)."""
+
+
 class WarehouseSerializer(serializers.ModelSerializer):
+    cutoff_time = LocalTimeField(read_only=True, help_text="Daily cut-off for same-day dispatch, local time.")
+
     class Meta:
         model = Warehouse
         fields = ["id", "code", "name", "region", "time_zone", "cutoff_time"]
