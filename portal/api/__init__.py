@@ -26,8 +26,12 @@ Conventions for whoever adds an endpoint (work queues, approvals, integrations, 
 
 Modules: ``auth`` (tokens), ``permissions`` (role table, scopes), ``errors``
 (problem+json), ``idempotency``, ``pagination`` (keyset), ``filters``, ``throttling``,
-``schema`` (OpenAPI), ``serializers``, ``masterdata``, ``orders``, ``webhooks`` (the
-integrations' webhooks in the schema), ``models`` (ApiToken, IdempotencyRecord; this is
-the Django app ``api``). ``/healthz`` and ``/metrics`` live in ``portal.ops``; request
+``schema`` (OpenAPI), ``serializers``, ``masterdata``, ``orders``, ``workqueues`` (queues,
+work items, claim next, comments) with ``approvals`` (approve/reject) and
+``work_serializers``, ``integration`` (outbox messages, inbound events) with
+``integration_serializers``, ``configuration`` (escalation rules, approval policies) with
+``configuration_serializers``, ``webhooks`` (the integrations' webhooks in the schema),
+``models`` (ApiToken, IdempotencyRecord; this is the Django app ``api``), ``admin`` (the
+Django admin of tokens). ``/healthz`` and ``/metrics`` live in ``portal.ops``; request
 ids and JSON logs in ``portal.observability``.
 """

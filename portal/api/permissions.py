@@ -29,8 +29,25 @@ GET orders/, orders/{id}/                              yes   yes      yes      y
 POST orders/ (ERP push)                                yes   no       no       yes    write
 POST orders/{id}/actions/hold/, release_hold/          yes   yes      no       yes    write
 POST orders/{id}/actions/cancel/                       yes   no       no       yes    write
+GET queues/, queues/{slug}/ (own team's; admin: all)   yes   yes      yes      yes    read
+POST queues/{slug}/claim-next/ (own team's queue)      yes   yes      yes      yes    write
+GET work-items/, work-items/{id}/, …/comments/         yes   yes      yes      yes    read
+POST work-items/{id}/claim/, release/, resolve/,       yes   yes      yes      yes    write
+comments/ (items of the own team's queues)
+POST work-items/{id}/approve/, reject/ (the policy's   no    no       yes      no     write
+approvers or their delegates, checked by the service)
+GET outbox/…, inbound-events/…                         no    yes      no       yes    read
+POST outbox/{id}/replay/, mark-handled/, outbox/       no    yes      no       yes    write
+replay/, inbound-events/{id}/retry/
+POST queues/, PATCH queues/{slug}/, escalation-rules/  no    no       no       yes    admin
+(all methods, preview), approval-policies/ (all)
 GET schema/                                            any authenticated user         read
 =====================================================  ====  =======  =======  =====  =====
+
+Team queues and approvers are object rules: the views let every role through for work
+items and approvals, and ``workqueue.access_queue`` / ``approval_decide`` refuse (403)
+another team's queue or someone who may not decide. ``tests/api/test_permission_matrix.py``
+holds this table for every operation of the schema.
 
 Customer service takes orders and the customer's requests (hold, cancel); planners may
 stop an order (hold) while they sort out stock or carriers, but a cancellation is the
