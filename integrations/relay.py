@@ -37,6 +37,7 @@ RELAY = Actor.named("relay")
 SEND_LEASE_TIMEOUTS = 3
 # A run stops taking messages after this long, well inside the task timeout (Q_CLUSTER).
 RUN_BUDGET_SECONDS = 40.0
+HEALTH_RESOLUTION = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,15 @@ def _record_health(endpoint: Endpoint, reply: Reply) -> None:
     (a 2xx, or a 4xx refusing this one message) shows that it works and closes the circuit."""
     endpoints = Endpoint.objects.filter(pk=endpoint.pk)
     if not reply.retryable:
-        success = {"last_success_at": clock.now()} if reply.ok else {}
-        endpoints.update(circuit=Endpoint.Circuit.CLOSED, consecutive_failures=0, **success)
+        # Written only when it changes (last_success_at to the second): every delivery
+        # writing the one endpoint row made concurrent relays wait for each other's commit.
+        now = clock.now()
+        changed = ~Q(circuit=Endpoint.Circuit.CLOSED) | ~Q(consecutive_failures=0)
+        success = {}
+        if reply.ok:
+            success = {"last_success_at": now}
+            changed |= Q(last_success_at__isnull=True) | Q(last_success_at__lte=now - HEALTH_RESOLUTION)
+        endpoints.filter(changed).update(circuit=Endpoint.Circuit.CLOSED, consecutive_failures=0, **success)
         return
     endpoints.update(consecutive_failures=F("consecutive_failures") + 1)
     endpoint.refresh_from_db(fields=["consecutive_failures", "circuit"])
