@@ -63,6 +63,8 @@ Notify = EscalationRule.Notify
 # bounds the memory and the length of the transaction; the rest follow a minute later.
 BATCH_SIZE = 1000
 MAX_REVENUE = Decimal(10) ** 12  # the revenue fields hold 14 digits, 2 after the point
+# Longer time windows mean nothing, and far enough they leave the calendar (a 500).
+MAX_WINDOW_DAYS = 3650
 
 RULE_FIELDS = (
     "name", "is_active", "queue", "kind", "type", "customer_tier", "min_revenue", "max_revenue",
@@ -96,9 +98,12 @@ def _match_errors(rule: EscalationRule) -> dict[str, list[str]]:
     value = rule.trigger_value
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31:
         errors["trigger_value"].append("Give a whole number of 0 or more.")
-    elif rule.trigger in (Trigger.UNCLAIMED_FOR, Trigger.PROMISED_WITHIN) and value <= 0:
-        unit = "minutes" if rule.trigger == Trigger.UNCLAIMED_FOR else "hours"
-        errors["trigger_value"].append(f"Give the number of {unit}, more than 0.")
+    elif rule.trigger in (Trigger.UNCLAIMED_FOR, Trigger.PROMISED_WITHIN):
+        unit, per_day = ("minutes", 24 * 60) if rule.trigger == Trigger.UNCLAIMED_FOR else ("hours", 24)
+        if value <= 0:
+            errors["trigger_value"].append(f"Give the number of {unit}, more than 0.")
+        elif value > MAX_WINDOW_DAYS * per_day:
+            errors["trigger_value"].append(f"Give at most {MAX_WINDOW_DAYS * per_day:,} {unit} (ten years).")
     elif rule.trigger == Trigger.SLA_SHARE and not 1 <= value <= 100:
         errors["trigger_value"].append("Give a share of the SLA between 1 and 100 %.")
     for name in ("min_revenue", "max_revenue"):

@@ -230,6 +230,26 @@ def test_a_preview_needs_no_name_but_a_valid_definition(root: Caller) -> None:
     assert problem["errors"] == {"trigger_value": ["Ensure this value is greater than or equal to 0."]}
 
 
+@pytest.mark.parametrize(
+    ("trigger", "value", "error", "longest", "matches"),
+    [
+        ("unclaimed_for", 5_256_001, "Give at most 5,256,000 minutes (ten years).", 5_256_000, 0),
+        ("promised_within", 2**31 - 1, "Give at most 87,600 hours (ten years).", 87_600, 1),
+    ],
+)
+def test_a_time_window_beyond_ten_years_is_refused(
+    root: Caller, trigger: str, value: int, error: str, longest: int, matches: int
+) -> None:
+    exception_item(total="5000.00", promised_in_days=5)
+    body = {**RULE, "trigger": trigger, "trigger_value": value}
+    for path in ("/api/v1/escalation-rules/", "/api/v1/escalation-rules/preview/"):
+        problem = assert_problem(root.post(path, body), 422, "invalid_input")
+        assert problem["errors"] == {"trigger_value": [error]}
+    assert rules() == []
+    longest_body = {**body, "trigger_value": longest}
+    assert root.post("/api/v1/escalation-rules/preview/", longest_body).json()["count"] == matches
+
+
 def test_a_preview_ignores_its_idempotency_key(root: Caller) -> None:
     first = root.post("/api/v1/escalation-rules/preview/", RULE, key="p-1")
     other = root.post("/api/v1/escalation-rules/preview/", {**RULE, "trigger": "past_sla"}, key="p-1")
