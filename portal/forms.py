@@ -13,6 +13,28 @@ from orders.models import Status, Warehouse
 EARLIEST, LATEST = date(1900, 1, 1), date(2999, 12, 31)
 
 
+def customer_filter() -> forms.CharField:
+    """The "customer code or name" search box the list screens share."""
+    return forms.CharField(
+        label="Customer",
+        required=False,
+        max_length=200,
+        widget=forms.TextInput(
+            attrs={"type": "search", "placeholder": "code or name", "autocomplete": "off"}
+        ),
+    )
+
+
+def warehouse_filter() -> forms.ModelChoiceField:
+    return forms.ModelChoiceField(
+        label="Warehouse",
+        required=False,
+        queryset=Warehouse.objects.order_by("code"),
+        to_field_name="code",
+        empty_label="Any warehouse",
+    )
+
+
 class OrderSearchForm(forms.Form):
     MATCH_PREFIX = "prefix"
     MATCH_EXACT = "exact"
@@ -30,22 +52,9 @@ class OrderSearchForm(forms.Form):
         # Shown beside the external id without a label of its own: screen readers need a name.
         widget=forms.Select(attrs={"aria-label": "Match"}),
     )
-    customer = forms.CharField(
-        label="Customer",
-        required=False,
-        max_length=200,
-        widget=forms.TextInput(
-            attrs={"type": "search", "placeholder": "code or name", "autocomplete": "off"}
-        ),
-    )
+    customer = customer_filter()
     status = forms.ChoiceField(label="Status", required=False, choices=[("", "Any status"), *Status.choices])
-    warehouse = forms.ModelChoiceField(
-        label="Warehouse",
-        required=False,
-        queryset=Warehouse.objects.order_by("code"),
-        to_field_name="code",
-        empty_label="Any warehouse",
-    )
+    warehouse = warehouse_filter()
     created_from = forms.DateField(
         label="Created from", required=False, widget=forms.DateInput(attrs={"type": "date"})
     )

@@ -10,8 +10,9 @@ from django.http import QueryDict
 
 from fulfillment.core.errors import InvalidInput
 from fulfillment.core.models import WorkItem
-from orders.models import Tier, Warehouse
+from orders.models import Tier
 from portal import work_selectors as sel
+from portal.forms import customer_filter, warehouse_filter
 
 
 def error_list(form: forms.Form) -> list[str]:
@@ -26,21 +27,8 @@ def error_list(form: forms.Form) -> list[str]:
 class QueueFilterForm(forms.Form):
     type = forms.ChoiceField(label="Type", required=False)
     kind = forms.ChoiceField(label="Kind", required=False, choices=[("", "Any kind"), *WorkItem.Kind.choices])
-    warehouse = forms.ModelChoiceField(
-        label="Warehouse",
-        required=False,
-        queryset=Warehouse.objects.order_by("code"),
-        to_field_name="code",
-        empty_label="Any warehouse",
-    )
-    customer = forms.CharField(
-        label="Customer",
-        required=False,
-        max_length=200,
-        widget=forms.TextInput(
-            attrs={"type": "search", "placeholder": "code or name", "autocomplete": "off"}
-        ),
-    )
+    warehouse = warehouse_filter()
+    customer = customer_filter()
     tier = forms.ChoiceField(label="Tier", required=False, choices=[("", "Any tier"), *Tier.choices])
     assignee = forms.ChoiceField(
         label="Assignee",
