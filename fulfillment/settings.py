@@ -97,6 +97,12 @@ if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
     if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
+    elif env_bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        # Lets the hot statements that ask for it (claim next) be prepared once per
+        # connection; Django's own queries bind on the client and are never prepared.
+        # Set DATABASE_PREPARED_STATEMENTS=0 behind a pooler that cannot keep them
+        # (PgBouncer in transaction mode before 1.21).
+        DATABASES["default"]["OPTIONS"] = {"prepare_threshold": 5}
 else:
     DATABASES = {
         "default": {

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
@@ -222,13 +223,19 @@ WITH next AS (
 ), claimed AS (
     UPDATE {items} SET assignee_id = %(user)s, claimed_at = %(now)s
     FROM next WHERE {items}.id = next.id
-    RETURNING {items}.*
+    RETURNING {columns}
 ), recorded AS (
     INSERT INTO {events} (item_id, action, actor_user_id, actor_system, note, data, at)
     SELECT id, 'claimed', %(user)s, '', '', '{{}}', %(now)s FROM claimed
 )
 SELECT * FROM claimed
 """
+_FIELDS = WorkItem._meta.concrete_fields
+_CLAIM_NEXT = _CLAIM_NEXT_SQL.format(
+    items=WorkItem._meta.db_table,
+    events=WorkItemEvent._meta.db_table,
+    columns=", ".join(f"{WorkItem._meta.db_table}.{field.column}" for field in _FIELDS),
+)
 
 
 def work_item_claim_next(*, queue: Queue, user: AbstractBaseUser) -> WorkItem | None:
@@ -236,16 +243,23 @@ def work_item_claim_next(*, queue: Queue, user: AbstractBaseUser) -> WorkItem | 
 
     PostgreSQL: one statement (so one transaction, or part of the caller's) with ``FOR
     UPDATE SKIP LOCKED``, so that many claimers take different items at once and each
-    claim is one round trip. SQLite: the transaction starts IMMEDIATE, so claimers are
+    claim is one round trip. It is a prepared statement, planned once per connection
+    instead of on every claim, which halves a claim's cost: a psycopg cursor on the
+    connection Django holds, because Django's own cursors bind on the client and cannot
+    prepare (so Django's query log does not list it). SQLite: the transaction starts IMMEDIATE, so claimers are
     serialised.
     """
     access_queue(user, queue)
     if connection.features.has_select_for_update_skip_locked:
-        sql = _CLAIM_NEXT_SQL.format(items=WorkItem._meta.db_table, events=WorkItemEvent._meta.db_table)
         params = {"queue": queue.pk, "user": user.pk, "now": clock.now()}
-        item = next(iter(WorkItem.objects.raw(sql, params)), None)
-        if item is not None:
-            item.queue, item.assignee = queue, user
+        connection.ensure_connection()
+        connection.validate_no_broken_transaction()
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+            row = cursor.execute(_CLAIM_NEXT, params, prepare=True).fetchone()
+        if row is None:
+            return None
+        item = WorkItem.from_db(connection.alias, [field.attname for field in _FIELDS], row)
+        item.queue, item.assignee = queue, user
         return item
     with transaction.atomic():
         item = unclaimed(queue).order_by("-priority_key", "created_at", "id").first()

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 
 from fulfillment.core import clock, roles
 from fulfillment.core.actors import Actor
@@ -231,6 +232,30 @@ class TestClaimNext:
 
         assert (item.assignee, item.claimed_at) == (alice, T0 + timedelta(minutes=5))
         assert history(item) == [("opened", "test"), ("claimed", "alice")]
+
+    def test_the_claimed_item_is_the_stored_row_field_by_field(self, planning: Queue, alice: User) -> None:
+        item = open_item(planning, revenue="1234.56")
+
+        claimed = work_item_claim_next(queue=planning, user=alice)
+
+        stored = WorkItem.objects.get(pk=item.pk)
+        assert claimed is not None
+        assert {f.attname: getattr(claimed, f.attname) for f in WorkItem._meta.concrete_fields} == {
+            f.attname: getattr(stored, f.attname) for f in WorkItem._meta.concrete_fields
+        }
+        assert (claimed.queue, claimed.assignee) == (planning, alice)
+
+    @pytest.mark.skipif(not connection.features.has_select_for_update_skip_locked, reason="PostgreSQL only")
+    def test_claim_next_is_a_prepared_statement_on_postgresql(self, planning: Queue, alice: User) -> None:
+        for _ in range(3):
+            open_item(planning)
+            work_item_claim_next(queue=planning, user=alice)
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%SKIP LOCKED%"]
+            )
+            assert cursor.fetchone() == (1,)
 
     def test_empty_queue_gives_none_and_writes_nothing(self, planning: Queue, alice: User) -> None:
         assert work_item_claim_next(queue=planning, user=alice) is None
