@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
+from django.urls import reverse
+from django.utils import timezone
 
 from approvals.models import ApprovalRequest
 from approvals.models import Kind as ApprovalKind
@@ -323,10 +325,27 @@ class Row:
     sla_due: str  # "in 3 h", "2 h ago", or "" without an SLA
     snoozed: str  # "for 3 h" while snoozed, else ""
     age: str
+    url: str
+    order_url: str
+    opened: str  # "2026-03-02 09:00", local time
+    sla_title: str  # "Due 2026-03-02 17:00 · 50 % warning sent", or "" without an SLA
+
+
+def _minute(moment: datetime) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
+
+
+def _sla_title(item: WorkItem) -> str:
+    if item.sla_due_at is None:
+        return ""
+    warned = f" · {item.sla_warned_share} % warning sent" if item.sla_warned_share else ""
+    return f"Due {_minute(item.sla_due_at)}{warned}"
 
 
 def rows(items: list[WorkItem], *, now: datetime, labels: dict[str, str]) -> list[Row]:
-    """The items with their explanation, order id and customer name (one query for all)."""
+    """The items with their explanation, order id and customer name (one query for all),
+    and what their table rows show, formatted here: a page shows 50 rows, and the template
+    engine's url tag and date filter made up half of the page's rendering time."""
     refs = {item.subject_ref for item in items if item.subject_ref}
     orders = {
         ref: (pk, name)
@@ -339,14 +358,19 @@ def rows(items: list[WorkItem], *, now: datetime, labels: dict[str, str]) -> lis
             item=item,
             why=explain(item, now=now),
             type_label=labels.get(item.type, item.type),
-            order_id=orders.get(item.subject_ref, (None, ""))[0],
+            order_id=order_id,
             customer_name=orders.get(item.subject_ref, (None, ""))[1],
             sla=sla_state(item, now=now),
             sla_due=relative(item.sla_due_at, now=now),
             snoozed=f"for {span(item.snoozed_until - now)}" if is_snoozed(item, now=now) else "",
             age=span(now - item.created_at),
+            url=reverse("work-item", args=[item.pk]),
+            order_url=reverse("order-detail", args=[order_id]) if order_id else "",
+            opened=_minute(item.created_at),
+            sla_title=_sla_title(item),
         )
         for item in items
+        for order_id in [orders.get(item.subject_ref, (None, ""))[0]]
     ]
 
 

@@ -17,6 +17,7 @@ from django.http import HttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from exceptions import services as exception_services
 from exceptions.models import OrderException
@@ -384,6 +385,9 @@ def test_queue_page_lists_open_items_in_rank_order_with_why(client: Client, alic
     assert rows["small, soon"].why.due == "due in 3 h"
     body = response.content.decode()
     assert f'href="{reverse("order-detail", args=[order.pk])}"' in body
+    assert f'href="{reverse("work-item", args=[exception.work_item.pk])}"' in body
+    opened = timezone.localtime(exception.work_item.created_at).strftime("%Y-%m-%d %H:%M")
+    assert f'title="Opened {opened}"' in body
     assert "Revenue at risk 1,000.00: +72.0 h; Customer tier strategic: +24.0 h" in body
 
 
@@ -405,6 +409,8 @@ def test_sla_column_is_red_when_breached_and_amber_when_warned(client: Client, a
     body = response.content.decode()
     assert body.count('class="nowrap sla sla-breached"') == 1
     assert body.count('class="nowrap sla sla-warned"') == 1
+    due = timezone.localtime(WorkItem.objects.get(pk=warned.pk).sla_due_at).strftime("%Y-%m-%d %H:%M")
+    assert f'title="Due {due} · 50 % warning sent"' in body
 
 
 @pytest.fixture
