@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,21 @@ def machine(pg_version: str) -> dict[str, Any]:
         "load_average": [round(n, 2) for n in psutil.getloadavg()],
         "postgresql": pg_version,
         "os": platform.platform(),
+        "python_loop_ms": python_loop_ms(),
     }
+
+
+def python_loop_ms() -> float:
+    """The machine's speed for one Python thread: the best of five runs of a fixed loop.
+    The absolute targets (milliseconds) depend on it; the ratios much less."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for n in range(1_000_000):
+            total += n
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
 
 
 def _cpu_model() -> str:

@@ -131,6 +131,12 @@ def main(scale: str) -> None:
     print("|---|---|---|---|")
     for row in rows(scale):
         print("| " + " | ".join(row) + " |")
+    for line in _lines(scale).get("machine", []):
+        print(
+            f"\nMachine: {line['nproc']} CPUs ({line['cpu']}), {line['memory_gib']} GiB, "
+            f"Python {line['python']}, PostgreSQL {line['postgresql']}; "
+            f"the Python yardstick loop took {line.get('python_loop_ms')} ms."
+        )
     for line in _lines(scale).get("run", []):
         print(f"\nThe run took {line['seconds']} s; load average at its end {line['load_average']}.")
 
