@@ -5,6 +5,7 @@ is not safe to share between threads; every call has a timeout and carries the m
 idempotency key, so a retried call is applied once by the receiver.
 """
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,13 +36,26 @@ class Reply:
         return self.status is None or self.status >= 500 or self.status in (408, 425, 429)
 
 
+def _session(endpoint: Endpoint) -> requests.Session:
+    sessions: dict[tuple[str, str], requests.Session] = _local.__dict__.setdefault("sessions", {})
+    key = (endpoint.name, endpoint.base_url)
+    if key not in sessions:
+        session = requests.Session()
+        # The environment's proxy (HTTP_PROXY, NO_PROXY, ...) and CA bundle for this
+        # endpoint, read once: left to requests, every call read the whole environment
+        # again, which cost the relay about as much CPU as the call itself. The endpoint's
+        # token is the credential, so ~/.netrc is not consulted.
+        session.proxies = requests.utils.get_environ_proxies(endpoint.base_url)
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        session.trust_env = False
+        sessions[key] = session
+    return sessions[key]
+
+
 class HttpAdapter:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        sessions: dict[str, requests.Session] = _local.__dict__.setdefault("sessions", {})
-        if endpoint.name not in sessions:
-            sessions[endpoint.name] = requests.Session()
-        self.session = sessions[endpoint.name]
+        self.session = _session(endpoint)
 
     def _call(self, method: str, path: str, *, key: str = "", **kwargs: Any) -> Reply:
         headers = {"Accept": "application/json"}
