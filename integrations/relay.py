@@ -33,6 +33,7 @@ from fulfillment.core import clock
 from fulfillment.core.actors import Actor
 from fulfillment.core.errors import ApplicationError
 from fulfillment.core.models import OutboxMessage
+from fulfillment.core.outbox import kick_relay
 from integrations.adapters import SENDERS, Reply
 from integrations.models import DeliveryAttempt, Endpoint
 from orders.models import Order
@@ -373,7 +374,10 @@ class _Waiting:
 
 def relay_run(*, batch: int = 50, max_batches: int = 100, budget_seconds: float = RUN_BUDGET_SECONDS) -> int:
     """Deliver what is due, batch by batch, for at most ``budget_seconds`` (what is left of
-    a batch then goes back unsent); returns how many messages ended delivered or dead."""
+    a batch then goes back unsent); returns how many messages ended delivered or dead.
+
+    A run that stops short (out of time, or of batches) wakes another for the rest, and for
+    the new messages that rode on it (``kick_relay_for``)."""
     deadline = time.monotonic() + budget_seconds
     settled = 0
     for _ in range(max_batches):
@@ -386,6 +390,7 @@ def relay_run(*, batch: int = 50, max_batches: int = 100, budget_seconds: float 
             if time.monotonic() >= deadline:
                 settled += waiting.settle()
                 _release([unsent for unsent, _ in claimed[n:]])
+                kick_relay()
                 return settled
             endpoint = endpoints.get(message.endpoint)
             if endpoint is not None:
@@ -399,4 +404,6 @@ def relay_run(*, batch: int = 50, max_batches: int = 100, budget_seconds: float 
                 settled += waiting.settle()  # first, so that the endpoint's health is written in order
                 settled += _settle([outcome])[0] in SETTLED
         settled += waiting.settle()
+    else:
+        kick_relay()  # out of batches
     return settled

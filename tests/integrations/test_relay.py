@@ -19,6 +19,7 @@ from fulfillment.core import clock
 from fulfillment.core.errors import InvalidInput
 from fulfillment.core.models import OutboxMessage
 from fulfillment.core.outbox import outbox_put
+from integrations import relay
 from integrations.models import DeliveryAttempt, Endpoint
 from integrations.relay import backoff, relay_claim, relay_deliver, relay_run
 from orders.models import Order, Status
@@ -429,6 +430,21 @@ def test_a_run_out_of_time_gives_the_rest_of_its_batch_back_unsent(
         OutboxMessage.objects.values_list("state", "attempts", "lease_until", "next_attempt_at").distinct()
     ) == [(State.PENDING, 0, None, now)]
     assert sim.stats()["received"] == 0
+
+
+def test_a_run_that_stops_short_wakes_another_for_the_rest(
+    now: datetime, sim: Sim, endpoints: dict[str, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kicks: list[str] = []
+    monkeypatch.setattr(relay, "kick_relay", lambda: kicks.append("kick"))
+    for n in range(3):
+        status_message(f"status:{n}")
+
+    assert relay_run(budget_seconds=0) == 0  # out of time
+    assert relay_run(batch=1, max_batches=2) == 2  # out of batches
+    assert kicks == ["kick", "kick"]
+    assert relay_run() == 1  # done: nothing to wake another for
+    assert kicks == ["kick", "kick"]
 
 
 def test_the_erp_invoice_number_in_the_answer_invoices_the_order(
