@@ -685,16 +685,28 @@ def order_confirm_delivery(
     return shipment
 
 
+def invoice_amount(order: Order) -> Decimal:
+    """What the customer is invoiced for: each line's shipped units at its unit price.
+
+    ``Order.total`` is the lines' ordered units at their unit prices with nothing added
+    (no shipping, no tax), so an order shipped in full is invoiced at its total, and one
+    closed short at the value of what left the warehouse.
+    """
+    shipped = order.lines.values_list("shipped_quantity", "unit_price")
+    return sum((quantity * unit_price for quantity, unit_price in shipped), Decimal(0))
+
+
 def _deliver_if_complete(order: Order, *, actor: Actor, data: dict[str, Any]) -> None:
     """Shipped and every shipment delivered: the order is delivered and the ERP is asked
     to invoice it."""
     if order.status != Status.SHIPPED or order.shipments.filter(delivered_at__isnull=True).exists():
         return
     _transition(order, "deliver", actor=actor, data=data)
+    amount = _money(invoice_amount(order))
     outbox_put(
         endpoint="erp",
         topic="erp.invoice",
-        payload={"order": order.external_id, "amount": _money(order.total), "currency": order.currency},
+        payload={"order": order.external_id, "amount": amount, "currency": order.currency},
         idempotency_key=f"invoice:{order.external_id}",
         subject_ref=order.external_id,
     )
@@ -718,7 +730,7 @@ def order_invoice(*, order: Order, number: str, actor: Actor) -> Invoice:
     if Invoice.objects.filter(number=number).exists():
         raise InvalidInput(f"Invoice number '{number}' is taken.", fields={"number": ["Taken."]})
     _transition(order, "invoice", actor=actor, data={"invoice": number})
-    return Invoice.objects.create(order=order, number=number, amount=order.total)
+    return Invoice.objects.create(order=order, number=number, amount=invoice_amount(order))
 
 
 @transaction.atomic

@@ -203,7 +203,9 @@ def test_orders_add_up() -> None:
             assert shipped == 0 and not order.shipments.all()
         invoices = list(order.invoices.all())
         if order.status in (Status.INVOICED, Status.CLOSED):
-            assert [i.amount for i in invoices] == [order.total]
+            shipped_value = sum(line.shipped_quantity * line.unit_price for line in lines)
+            assert [i.amount for i in invoices] == [shipped_value]
+            assert shipped_value == order.total or "close_short" in moves
             assert (invoices[0].status == Invoice.InvoiceStatus.PAID) == (order.status == Status.CLOSED)
         else:
             assert not invoices
