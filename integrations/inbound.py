@@ -1,15 +1,18 @@
 """Applying stored webhooks to the domain, once each, in a safe order.
 
-Every event type has a handler that calls the order services and flows. A handler
-that finds an earlier event missing (a delivery before its shipment) raises ``Defer``:
-the event waits and is retried after the next event it may depend on (of the same
-order, tracking number or SKU), or by the periodic sweep; past ``DEFER_LIMIT`` it fails
-into an integration exception. A handler that finds its effect already in place (a
-duplicate, a superseded stock figure) returns ``SKIPPED``.
+A committed event kicks ``apply_pending`` (unless a run is bound to take it:
+``webhooks.kick_apply_for``), which applies the pending events, earliest occurrence
+first, until none is left. Every event type has a handler that calls the order services
+and flows. A handler that finds an earlier event missing (a delivery before its
+shipment) raises ``Defer``: the event waits and is retried after the next event it may
+depend on (of the same order, tracking number or SKU), or by the periodic sweep; past
+``DEFER_LIMIT`` it fails into an integration exception. A handler that finds its effect
+already in place (a duplicate, a superseded stock figure) returns ``SKIPPED``.
 """
 
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Collection, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -22,15 +25,19 @@ from fulfillment.core import clock
 from fulfillment.core.actors import Actor
 from fulfillment.core.errors import ApplicationError, ConcurrentUpdate, InvalidInput
 from integrations.models import InboundEvent
-from integrations.webhooks import event_data
+from integrations.webhooks import APPLY_LINGER, event_data, kick_apply
 from orders import services as order_services
 from orders.models import PRE_RELEASE, Allocation, Order, Shipment, Status
 
 log = logging.getLogger(__name__)
 
 DEFER_LIMIT = timedelta(minutes=15)
-# A pending event this old has lost its task (the broker was down at intake): the sweep applies it.
+# A pending event this old has lost its kick (the broker was down at intake): the sweep applies it.
 PENDING_GRACE = timedelta(minutes=2)
+APPLY_BATCH = 100
+APPLY_POLL_SECONDS = 0.1
+# A run stops taking events after this long, well inside the task timeout (Q_CLUSTER).
+RUN_BUDGET_SECONDS = 40.0
 APPLIED, SKIPPED = InboundEvent.State.APPLIED, InboundEvent.State.SKIPPED
 WAITING = (InboundEvent.State.PENDING, InboundEvent.State.DEFERRED)
 
@@ -207,11 +214,23 @@ def _refs_unblocked_by(event: InboundEvent) -> set[str]:
 
 
 def inbound_event_apply(*, event_pk: int) -> str:
-    """Apply one stored event (safe to call any number of times); returns its state."""
+    """Apply one stored event if it is waiting (safe to call any number of times, also at
+    once: the event's row is locked); returns its state."""
+    state, _ = _apply(event_pk, WAITING)
+    return state
+
+
+def _apply(event_pk: int, states: Collection[str]) -> tuple[str, bool]:
+    """Try the event if it is in one of ``states``: the state it ends in, and whether this
+    call tried it."""
     with transaction.atomic():
-        event = InboundEvent.objects.select_for_update().select_related("partner").get(pk=event_pk)
-        if event.state not in WAITING:
-            return event.state
+        # The event's row only: a lock on its partner's would hold up the intake of that
+        # partner's events (their foreign key) until this apply commits.
+        event = (
+            InboundEvent.objects.select_for_update(of=("self",)).select_related("partner").get(pk=event_pk)
+        )
+        if event.state not in states:
+            return event.state, False
         actor = Actor.named(event.partner.name)
         event.attempts += 1
         try:
@@ -231,7 +250,7 @@ def inbound_event_apply(*, event_pk: int) -> str:
         event.save(update_fields=["state", "attempts", "applied_at", "last_error", "subject_ref"])
     if event.state == APPLIED:
         retry_deferred(subject_refs=_refs_unblocked_by(event))
-    return event.state
+    return event.state, True
 
 
 def _fail(event: InboundEvent, error: str) -> None:
@@ -253,11 +272,45 @@ def _fail(event: InboundEvent, error: str) -> None:
     )
 
 
+def apply_pending(
+    *, budget_seconds: float = RUN_BUDGET_SECONDS, linger_seconds: float = APPLY_LINGER.total_seconds()
+) -> int:
+    """Apply the pending events, earliest occurrence first, reading again until none is
+    left and it has tried none for ``linger_seconds`` (a new event committed meanwhile
+    rides on this run: ``webhooks.kick_apply_for``); returns how many it applied.
+
+    Two runs at once apply each event once: the second waits for the event's lock and
+    then finds it no longer pending. A run that reaches its budget kicks the next one.
+    """
+    deadline = time.monotonic() + budget_seconds
+    last_try = time.monotonic()
+    pending = InboundEvent.objects.filter(state=InboundEvent.State.PENDING).order_by("occurred_at", "id")
+    broken: set[int] = set()  # stay pending, for the sweep
+    applied = 0
+    while True:
+        batch = list(pending.exclude(pk__in=broken).values_list("pk", flat=True)[:APPLY_BATCH])
+        if not batch:
+            if time.monotonic() - last_try >= linger_seconds:
+                return applied
+            time.sleep(APPLY_POLL_SECONDS)
+        for pk in batch:
+            if time.monotonic() >= deadline:
+                kick_apply()
+                return applied
+            try:
+                state, tried = _apply(pk, [InboundEvent.State.PENDING])
+                applied += tried and state == APPLIED
+            except Exception:
+                log.exception("Applying inbound event %s failed", pk)
+                broken.add(pk)
+            last_try = time.monotonic()
+
+
 def retry_deferred(*, subject_refs: Iterable[str] | None = None) -> int:
     """Try waiting events again, earliest occurrence first; returns how many applied.
 
     With ``subject_refs``: the deferred events about those subjects. Without (the periodic
-    sweep): every deferred event, and every pending one whose task was lost.
+    sweep): every deferred event, and every pending one whose kick was lost.
     """
     if subject_refs is None:
         stale = clock.now() - PENDING_GRACE

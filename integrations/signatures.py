@@ -41,7 +41,8 @@ def _parse(header: str) -> tuple[int, list[str]]:
     return int(timestamps[0]), digests
 
 
-def verify(header: str | None, body: bytes, secrets: Iterable[str], now: float) -> None:
+def verify(header: str | None, body: bytes, secrets: Iterable[str], now: float) -> str:
+    """The secret that signed ``body``; ``SignatureError`` when none did."""
     if not header:
         raise SignatureError("signature_missing", "The X-Signature header is missing.")
     timestamp, digests = _parse(header)
@@ -53,5 +54,5 @@ def verify(header: str | None, body: bytes, secrets: Iterable[str], now: float) 
     for secret in secrets:
         expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
         if any(hmac.compare_digest(expected, digest) for digest in digests):
-            return
+            return secret
     raise SignatureError("signature_invalid", "No signature matches an active secret of this partner.")

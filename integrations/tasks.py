@@ -1,12 +1,12 @@
 """django-q2 entry points: thin, idempotent, keyed by ids."""
 
 from integrations.erp import erp_pull
-from integrations.inbound import inbound_event_apply, retry_deferred
+from integrations.inbound import apply_pending, retry_deferred
 from integrations.relay import relay_run
 
 
-def apply_inbound_event(event_pk: int) -> str:
-    return inbound_event_apply(event_pk=event_pk)
+def apply_pending_events() -> int:
+    return apply_pending()
 
 
 def retry_deferred_events() -> int:

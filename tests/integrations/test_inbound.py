@@ -651,13 +651,13 @@ def test_waiting_past_the_limit_fails_into_an_integration_exception_on_the_order
         delivery.event_id,
     )
     # A failed event stays failed: the task and the sweep leave it alone.
-    assert tasks.apply_inbound_event(delivery.pk) == "failed"
+    assert inbound.inbound_event_apply(event_pk=delivery.pk) == "failed"
     send("pick.completed", pick_data(order), at(5))
     send("shipment.confirmed", ship_data(order), at(7))
     assert stored("wms", delivery.event_id).state == "failed"
 
 
-def test_the_sweep_applies_a_pending_event_whose_task_was_lost(
+def test_the_sweep_applies_a_pending_event_whose_kick_was_lost(
     client: Client, partners: dict[str, Partner]
 ) -> None:
     wh, prod = factories.warehouse("WH1"), factories.product("SKU-1")
@@ -666,7 +666,7 @@ def test_the_sweep_applies_a_pending_event_whose_task_was_lost(
         "wms",
         envelope("inventory.adjusted", {"warehouse": "WH1", "sku": "SKU-1", "on_hand": 9}, "e1", at(1)),
     )
-    assert tasks.retry_deferred_events() == 0  # just received: its task is on its way
+    assert tasks.retry_deferred_events() == 0  # just received: its kick is on its way
     assert stored("wms", "e1").state == "pending"
     clock.advance(inbound.PENDING_GRACE + timedelta(seconds=1))
     assert tasks.retry_deferred_events() == 1

@@ -10,7 +10,7 @@ applies each stored webhook, and the ERP invoice message it then relays brings t
 invoice number back. The order ends invoiced with every step on its timeline.
 
 The test process enqueues too (the outbox kick after commit, the webhook intake's
-apply task), so for the Redis run its django-q configuration points at the same Redis
+apply kick), so for the Redis run its django-q configuration points at the same Redis
 database as the cluster's, as a web process started with that ``Q_BROKER`` would.
 
 The Redis case is collected only when Redis answers (it always runs on this project's
@@ -222,8 +222,7 @@ def test_the_cluster_relays_the_outbox_and_applies_webhooks(
         ["pick.completed", "shipment.confirmed", "delivery.confirmed"] + ["tracking.updated"] * 3
     )
     assert set(events.values_list("state", flat=True)) <= {"applied", "skipped"}
-    applied_by_cluster = Task.objects.filter(func="integrations.tasks.apply_inbound_event", success=True)
-    assert applied_by_cluster.count() >= events.count()
+    assert Task.objects.filter(func="integrations.tasks.apply_pending_events", success=True).exists()
     assert Task.objects.filter(func="integrations.tasks.relay_outbox", success=True).exists()
     assert not OrmQ.objects.exists()
     queue = "django_q:fulfillment:q" if broker == "redis" else "fulfillment"

@@ -154,6 +154,54 @@ def test_rotated_secrets(client: Client, partners: dict[str, Partner], refused: 
 
 
 @pytest.mark.django_db
+def test_a_secret_added_since_the_last_request_is_taken_at_once(
+    client: Client, partners: dict[str, Partner]
+) -> None:
+    """The secrets are kept between requests; a signature that matches none of them reads
+    them again."""
+    assert post(client, "wms", {**PICK, "id": "evt_before"}).status_code == 202
+    PartnerSecret.objects.create(partner=partners["wms"], secret="added-wms-secret")
+    assert post(client, "wms", {**PICK, "id": "evt_after"}, secret="added-wms-secret").status_code == 202
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("document", "id_"),
+    [
+        (PICK, "evt_new"),  # would be stored
+        (PICK, "evt_seen"),  # a duplicate
+        ({**PICK, "type": "order.cancelled"}, "evt_new"),  # would be refused as an unknown type
+        (b"{", None),  # would be refused as malformed
+    ],
+    ids=["new", "duplicate", "unknown-type", "malformed"],
+)
+def test_a_secret_deactivated_since_the_last_request_counts_no_more(
+    client: Client, partners: dict[str, Partner], refused: Callable[..., Any], document: Any, id_: str | None
+) -> None:
+    assert post(client, "wms", {**PICK, "id": "evt_seen"}).status_code == 202  # the secret is known now
+    PartnerSecret.objects.filter(secret=SECRETS["wms"]).update(is_active=False)
+    body = document if id_ is None else {**document, "id": id_}
+    refused(lambda: post(client, "wms", body), "signature_invalid")
+
+
+@pytest.mark.django_db
+def test_during_a_rotation_the_new_secret_carries_an_event_signed_with_both(
+    client: Client, partners: dict[str, Partner]
+) -> None:
+    """The old secret, deactivated since the last request, matches first: the new one
+    takes over."""
+    PartnerSecret.objects.create(partner=partners["wms"], secret="next-wms-secret")
+    body = body_of({**PICK, "id": "evt_both"})
+    both = ",".join(
+        [f"t={T}", *(sign(secret, body, T).split(",")[1] for secret in (SECRETS["wms"], "next-wms-secret"))]
+    )
+    assert post(client, "wms", {**PICK, "id": "evt_warm"}).status_code == 202
+    PartnerSecret.objects.filter(secret=SECRETS["wms"]).update(is_active=False)
+    response = post_raw(client, "wms", body, both)
+    assert (response.status_code, response.json()["status"]) == (202, "accepted")
+
+
+@pytest.mark.django_db
 def test_several_v1_values_one_valid(client: Client, partners: dict[str, Partner]) -> None:
     body = body_of(PICK)
     good = sign(SECRETS["wms"], body, T).split("v1=")[1]

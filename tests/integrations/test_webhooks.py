@@ -13,6 +13,7 @@ from django_q.models import OrmQ
 from fulfillment.core import clock
 from fulfillment.core.models import OutboxMessage
 from integrations import tasks
+from integrations.inbound import inbound_event_apply
 from integrations.models import InboundEvent, Partner
 from orders.models import OrderTransition, Status
 from tests import factories
@@ -312,7 +313,7 @@ def test_every_valid_event_type_is_accepted(
     assert stored(partner, "evt_ok").type == event_type
 
 
-def test_accepted_event_is_stored_normalized_and_enqueued_after_commit(
+def test_accepted_event_is_stored_normalized_and_kicks_the_apply_after_commit(
     client: Client, partners: dict[str, Partner], django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     data = {
@@ -338,12 +339,12 @@ def test_accepted_event_is_stored_normalized_and_enqueued_after_commit(
         "order": "SO-1", "shipment_id": "SHP-1", "delivered_at": "2026-03-02T07:20:00.500000Z",
         "signed_by": "Ada Lovelace",
     }  # fmt: skip
-    # One task, on commit, in the ORM broker, keyed by the stored event.
+    # One task, on commit, in the ORM broker: the apply of whatever is pending.
     assert len(enqueued) == 1
     assert OrmQ.objects.count() == before + 1
     task = OrmQ.objects.latest("id").task
     assert (task["func"], task["args"], task["name"]) == (
-        "integrations.tasks.apply_inbound_event", (event.pk,), f"inbound-{event.pk}",
+        "integrations.tasks.apply_pending_events", (), "inbound-apply",
     )  # fmt: skip
 
 
@@ -401,7 +402,7 @@ def test_a_broken_broker_does_not_refuse_a_stored_event(
         response = post(client, "wms", envelope("pick.completed", PICK_DATA, "evt_lost", AT))
     assert (response.status_code, response.json()["status"]) == (202, "accepted")
     assert stored("wms", "evt_lost").state == "pending"
-    assert "Could not enqueue inbound event" in caplog.text
+    assert "Could not enqueue the apply of inbound events" in caplog.text
 
 
 def test_applying_the_same_event_twice_changes_state_once(
@@ -419,9 +420,9 @@ def test_applying_the_same_event_twice_changes_state_once(
     transitions = OrderTransition.objects.count()
     outbox = OutboxMessage.objects.count()
 
-    assert tasks.apply_inbound_event(event.pk) == "applied"
+    assert inbound_event_apply(event_pk=event.pk) == "applied"
     assert OrderTransition.objects.count() == transitions + 2
-    assert tasks.apply_inbound_event(event.pk) == "applied"
+    assert inbound_event_apply(event_pk=event.pk) == "applied"
     assert OrderTransition.objects.count() == transitions + 2
     assert OutboxMessage.objects.count() == outbox
     order.refresh_from_db()
@@ -462,9 +463,32 @@ def test_two_workers_applying_one_event_at_once_apply_it_once(partners: dict[str
 
     def work(barrier: threading.Barrier) -> str:
         barrier.wait()
-        return tasks.apply_inbound_event(event.pk)
+        return inbound_event_apply(event_pk=event.pk)
 
     assert collide(work, work) == ["applied", "applied"]
     event.refresh_from_db()
     assert (event.state, event.attempts) == ("applied", 1)
     assert OrderTransition.objects.filter(order=order).count() == rows + 2
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_apply_runs_at_once_apply_each_event_once(partners: dict[str, Partner]) -> None:
+    orders = [factories.order_in(Status.RELEASED) for _ in range(3)]
+    for n, order in enumerate(orders):
+        line = order.lines.select_related("product").get()
+        data = {
+            "order": order.external_id,
+            "warehouse": order.warehouse.code,
+            "lines": [{"sku": line.product.sku, "picked": line.quantity}],
+        }
+        post(Client(), "wms", envelope("pick.completed", data, f"evt_pick_{n}", AT))
+    rows = OrderTransition.objects.count()
+
+    def work(barrier: threading.Barrier) -> int:
+        barrier.wait()
+        return tasks.apply_pending_events()
+
+    assert sum(collide(work, work)) == 3
+    assert list(InboundEvent.objects.values_list("state", "attempts").distinct()) == [("applied", 1)]
+    assert OrderTransition.objects.count() == rows + 2 * 3
