@@ -246,8 +246,8 @@ def work_item_claim_next(*, queue: Queue, user: AbstractBaseUser) -> WorkItem | 
     claim is one round trip. It is a prepared statement, planned once per connection
     instead of on every claim, which halves a claim's cost: a psycopg cursor on the
     connection Django holds, because Django's own cursors bind on the client and cannot
-    prepare (so Django's query log does not list it). SQLite: the transaction starts IMMEDIATE, so claimers are
-    serialised.
+    prepare (so Django's query log does not list it). SQLite: the transaction starts
+    IMMEDIATE, so claimers are serialised.
     """
     access_queue(user, queue)
     if connection.features.has_select_for_update_skip_locked:
