@@ -56,7 +56,7 @@ graph: install ## Render the order state machine to docs/order-states.svg (needs
 	$(PY) manage.py graph_transitions orders.Order -o docs/order-states.dot
 
 .PHONY: bench bench-small
-bench: install ## Benchmark: 1M orders, project against raw SQL (own PostgreSQL database; ~15 min)
+bench: install ## Benchmark: 1M orders, project against raw SQL (own PostgreSQL database; ~11 min)
 	$(PY) -m bench --scale full
 
 bench-small: install ## The benchmark's quick run (20k orders; the CI's smoke test, ~1 min)
