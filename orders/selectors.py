@@ -11,7 +11,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.db.models import (
+    Case,
+    Count,
+    DecimalField,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from fulfillment.core.errors import InvalidInput, NotFound
@@ -35,6 +49,9 @@ NOT_SHIPPED = [
     for s in Status
     if s not in (Status.SHIPPED, Status.DELIVERED, Status.INVOICED, Status.CLOSED, Status.CANCELLED)
 ]
+# Shipped in full or closed short: nothing more will leave the warehouse for these.
+SHIPPING_DONE = [Status.SHIPPED, Status.DELIVERED]
+MONEY = DecimalField(max_digits=14, decimal_places=2)
 # A released order the warehouse has not started picking after this long is stalled.
 RELEASED_STALE_AFTER = timedelta(hours=4)
 
@@ -132,6 +149,33 @@ def order_search(*, filters: OrderFilters, after: Cursor | None = None, limit: i
     return OrderPage(rows=rows, next_cursor=Cursor(created_at=rows[-1].created_at, id=rows[-1].pk))
 
 
+# --- credit ------------------------------------------------------------------------------
+
+
+def open_orders_value(*, customer_id: int, excluding: int | None = None) -> Decimal:
+    """What the customer's open orders add to its credit exposure (one query): an order's
+    total until its shipping is done, then what it will be invoiced for, the value of the
+    units that shipped (less than the total for an order closed short)."""
+    not_shipped = (
+        OrderLine.objects.filter(order=OuterRef("pk"), shipped_quantity__lt=F("quantity"))
+        .values("order")
+        .annotate(value=Sum((F("quantity") - F("shipped_quantity")) * F("unit_price"), output_field=MONEY))
+        .values("value")
+    )
+    value = Case(
+        When(
+            status__in=SHIPPING_DONE,
+            then=F("total") - Coalesce(Subquery(not_shipped), Value(Decimal(0)), output_field=MONEY),
+        ),
+        default=F("total"),
+        output_field=MONEY,
+    )
+    orders = Order.objects.filter(customer_id=customer_id, status__in=OPEN_FOR_CREDIT)
+    if excluding is not None:
+        orders = orders.exclude(pk=excluding)
+    return orders.aggregate(value=Sum(value))["value"] or Decimal(0)
+
+
 # --- order detail -----------------------------------------------------------------------
 
 
@@ -206,9 +250,7 @@ def order_detail(*, order_id: int, today: date) -> OrderDetail:
     if order is None:
         raise NotFound(f"Order {order_id} does not exist.")
     customer = order.customer
-    open_orders = Order.objects.filter(customer=customer, status__in=OPEN_FOR_CREDIT).aggregate(
-        total=Sum("total")
-    )["total"] or Decimal(0)
+    open_orders = open_orders_value(customer_id=customer.pk)
 
     lines = list(order.lines.all())
     by_warehouse: dict[int, WarehouseAllocation] = {}

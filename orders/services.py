@@ -18,8 +18,8 @@ from fulfillment.core import clock
 from fulfillment.core.actors import Actor
 from fulfillment.core.errors import ConcurrentUpdate, InvalidInput, NotFound, TransitionNotAllowed
 from fulfillment.core.outbox import outbox_put
+from orders import selectors
 from orders.models import (
-    OPEN_FOR_CREDIT,
     Allocation,
     Carrier,
     Customer,
@@ -297,11 +297,7 @@ def _money(value: Decimal) -> str:
 
 def credit_exposure(*, order: Order) -> CreditDecision:
     customer = order.customer
-    others = (
-        Order.objects.filter(customer=customer, status__in=OPEN_FOR_CREDIT)
-        .exclude(pk=order.pk)
-        .aggregate(total=Sum("total"))["total"]
-    ) or Decimal(0)
+    others = selectors.open_orders_value(customer_id=customer.pk, excluding=order.pk)
     decision = CreditDecision(
         passed=False,
         credit_limit=customer.credit_limit,

@@ -4,9 +4,10 @@ from decimal import Decimal
 
 import pytest
 
+from fulfillment.core import clock
 from fulfillment.core.actors import Actor
 from fulfillment.core.errors import TransitionNotAllowed
-from orders import services
+from orders import selectors, services
 from orders.models import Customer, Order, OrderTransition, Status
 from tests import factories
 
@@ -234,3 +235,40 @@ def test_release_from_credit_hold_moves_on_to_allocating() -> None:
         finance.pk,
         "prepaid",
     )
+
+
+@pytest.mark.parametrize("delivered", [False, True], ids=["closed-short", "closed-short-and-delivered"])
+def test_an_order_closed_short_counts_at_what_shipped_not_at_its_total(delivered: bool) -> None:
+    cust = _customer("100000.00")
+    other = factories.order_in(S.PARTIALLY_SHIPPED, cust=cust, qty=4)  # 4 x 10.00, 1 shipped
+    services.order_close_short(order=other, actor=factories.SYSTEM, reason="The rest is discontinued.")
+    if delivered:
+        services.order_confirm_delivery(
+            order=other,
+            shipment_id=other.shipments.get().external_id,
+            delivered_at=clock.now(),
+            signed_by="J. Doe",
+            actor=factories.SYSTEM,
+        )
+    assert other.status == (S.DELIVERED if delivered else S.SHIPPED)
+    Customer.objects.filter(pk=cust.pk).update(credit_limit=Decimal("50.00"))
+    order = _order(cust, "40.00")
+
+    # At its total the other order would make the exposure 80.00, over the limit.
+    decision = services.order_credit_check(order=order, actor=factories.SYSTEM)
+
+    assert decision.passed is True
+    row = OrderTransition.objects.get(order=order, transition="pass_credit_check")
+    assert (row.data["other_open_orders"], row.data["exposure"]) == ("10.00", "50.00")
+    detail = selectors.order_detail(order_id=other.pk, today=clock.now().date())
+    assert (detail.credit.open_orders, detail.credit.headroom) == (Decimal("50.00"), Decimal("0.00"))
+
+
+def test_an_order_shipped_in_full_counts_at_its_total() -> None:
+    cust = _customer("100000.00")
+    factories.order_in(S.SHIPPED, cust=cust, qty=4)  # 4 x 10.00
+    Customer.objects.filter(pk=cust.pk).update(credit_limit=Decimal("60.00"))
+
+    decision = services.order_credit_check(order=_order(cust, "40.00"), actor=factories.SYSTEM)
+
+    assert (decision.passed, decision.other_open_orders) == (False, Decimal("40.00"))
