@@ -322,6 +322,9 @@ class OutboxMessage(models.Model):
                 condition=Q(state__in=["pending", "sending"]),
             ),
             models.Index(fields=["endpoint", "state", "-created_at"], name="outbox_endpoint_state"),
+            # The outbox screen and API list newest first; dead letters are few among millions.
+            models.Index(fields=["-created_at", "-id"], name="outbox_recent"),
+            models.Index(fields=["-created_at", "-id"], name="outbox_dead", condition=Q(state="dead")),
         ]  # fmt: skip
 
     def __str__(self) -> str:
