@@ -70,7 +70,7 @@ class DelegationAdmin(admin.ModelAdmin):
     """Delegations are created through the service and never changed afterwards."""
 
     form = DelegationForm
-    list_display = ["delegator", "delegate", "starts_on", "ends_on", "reason", "created_by"]
+    list_display = ["delegator", "delegate", "starts_on", "ends_on", "ended_at", "reason", "created_by"]
     list_select_related = ["delegator", "delegate", "created_by"]
     search_fields = ["delegator__username", "delegate__username"]
     raw_id_fields = ["delegator", "delegate"]

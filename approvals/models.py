@@ -1,3 +1,4 @@
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -200,8 +201,14 @@ class ApprovalDecision(models.Model):
         return f"{self.decision} by {self.approver_id} on request {self.request_id}"
 
 
+class DelegationQuerySet(QuerySet["Delegation"]):
+    def in_force(self, day: date) -> "DelegationQuerySet":
+        """The delegations whose days include ``day`` and that nobody has ended early."""
+        return self.filter(starts_on__lte=day, ends_on__gte=day, ended_at__isnull=True)
+
+
 class Delegation(models.Model):
-    """An approver's stand-in for a range of days (both inclusive)."""
+    """An approver's stand-in for a range of days (both inclusive), unless ended early."""
 
     delegator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_given"
@@ -217,6 +224,13 @@ class Delegation(models.Model):
     )
     created_by_system = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(default=clock.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    ended_by_system = models.CharField(max_length=32, blank=True)
+
+    objects = DelegationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-starts_on", "-id"]

@@ -21,7 +21,7 @@ from django.utils import timezone
 from approvals.models import ApprovalDecision, ApprovalPolicy, ApprovalRequest, Delegation, Kind
 from fulfillment.core import clock, roles, workqueue
 from fulfillment.core.actors import Actor
-from fulfillment.core.errors import InvalidInput, NotFound, PermissionDenied
+from fulfillment.core.errors import InvalidInput, NotFound, PermissionDenied, TransitionNotAllowed
 from fulfillment.core.models import WorkItem
 from orders.models import Order, Status
 from orders.services import credit_exposure
@@ -223,13 +223,8 @@ def access_approval_decision(*, request: ApprovalRequest, user: AbstractBaseUser
         return None
     day = today()
     delegations = (
-        Delegation.objects.filter(
-            delegate=user,
-            starts_on__lte=day,
-            ends_on__gte=day,
-            delegator__groups=group,
-            delegator__is_active=True,
-        )
+        Delegation.objects.in_force(day)
+        .filter(delegate=user, delegator__groups=group, delegator__is_active=True)
         .select_related("delegator")
         .order_by("delegator__username", "id")
     )
@@ -392,3 +387,26 @@ def delegation_create(
         created_by_system=actor.system,
         created_at=clock.now(),
     )
+
+
+@transaction.atomic
+def delegation_end(*, delegation: Delegation, actor: Actor) -> Delegation:
+    """End a delegation now, before its last day (an upcoming one never starts): from this
+    moment the delegate decides nothing more in the approver's place."""
+    if (
+        actor.user is not None
+        and actor.user.pk != delegation.delegator_id
+        and not roles.has_role(actor.user, roles.ADMIN)
+    ):
+        raise PermissionDenied("Only the approver themselves, or an admin, may end their delegation.")
+    delegation = Delegation.objects.select_for_update().get(pk=delegation.pk)
+    if delegation.ended_at is not None:
+        ended = timezone.localtime(delegation.ended_at)
+        raise TransitionNotAllowed(f"This delegation was ended already, at {ended:%Y-%m-%d %H:%M}.")
+    if delegation.ends_on < today():
+        raise TransitionNotAllowed(f"This delegation is over already: its last day was {delegation.ends_on}.")
+    delegation.ended_at = clock.now()
+    delegation.ended_by = actor.user
+    delegation.ended_by_system = actor.system
+    delegation.save(update_fields=["ended_at", "ended_by", "ended_by_system"])
+    return delegation

@@ -165,7 +165,7 @@ def sla_targets_save(
 
 def _is_delegate_today(user: AbstractBaseUser) -> bool:
     day = approval_services.today()
-    return Delegation.objects.filter(delegate=user, starts_on__lte=day, ends_on__gte=day).exists()
+    return Delegation.objects.in_force(day).filter(delegate=user).exists()
 
 
 def approvals_access(view: View) -> View:
@@ -521,7 +521,7 @@ def delegation_list(request: HttpRequest) -> HttpResponse:
                     f"from {delegation.starts_on:%Y-%m-%d} to {delegation.ends_on:%Y-%m-%d}.",
                 )
                 return redirect("delegations")
-    delegations = Delegation.objects.select_related("delegator", "delegate", "created_by")
+    delegations = Delegation.objects.select_related("delegator", "delegate", "created_by", "ended_by")
     if not is_admin:
         delegations = delegations.filter(Q(delegator=user) | Q(delegate=user))
     rows = list(delegations.order_by("-ends_on", "-id")[:DELEGATIONS_SHOWN])
@@ -534,6 +534,27 @@ def delegation_list(request: HttpRequest) -> HttpResponse:
         "counts": _tab_counts(_approvals_queue(), clock.now() - DECIDED_WINDOW),
     }
     return render(request, "portal/approvals/delegations.html", context, status=status)
+
+
+@require_POST
+@role_required(FINANCE, ADMIN)
+def delegation_end(request: HttpRequest, pk: int) -> HttpResponse:
+    delegation = Delegation.objects.select_related("delegator", "delegate").filter(pk=pk).first()
+    if delegation is None:
+        raise Http404(f"Delegation {pk} does not exist.")
+    try:
+        approval_services.delegation_end(delegation=delegation, actor=Actor.of(request.user))
+    except ApplicationError as exc:
+        if exc.status == 403:
+            raise Forbidden(exc.message) from exc
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            f"{delegation.delegate.get_username()} no longer stands in for "
+            f"{delegation.delegator.get_username()}.",
+        )
+    return redirect("delegations")
 
 
 # --- settings: overview and queues -------------------------------------------------------

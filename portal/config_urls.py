@@ -7,6 +7,7 @@ urlpatterns = [
     path("approvals/<int:pk>/", config.approval_detail, name="approval"),
     path("approvals/<int:pk>/decide/", config.approval_decide, name="approval-decide"),
     path("approvals/delegations/", config.delegation_list, name="delegations"),
+    path("approvals/delegations/<int:pk>/end/", config.delegation_end, name="delegation-end"),
     path("settings/", config.settings_index, name="settings"),
     path("settings/queues/", config.queue_list, name="settings-queues"),
     path("settings/queues/new/", config.queue_edit, name="settings-queue-new"),

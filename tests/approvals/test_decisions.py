@@ -647,3 +647,81 @@ def test_whoever_raised_the_work_item_cannot_decide_it() -> None:
     request = request_for(credit_hold_order())
     WorkItem.objects.filter(pk=request.work_item_id).update(raised_by=fred)
     refused(PermissionDenied, "You raised this request", request=request, user=fred, approve=True, comment="")
+
+
+# --- ending a delegation early ------------------------------------------------------------
+
+
+def _week_off(fiona: User, dan: User) -> Delegation:
+    return services.delegation_create(
+        delegator=fiona,
+        delegate=dan,
+        starts_on=date(2026, 3, 2),
+        ends_on=date(2026, 3, 6),
+        reason="Holiday",
+        actor=Actor.of(fiona),
+    )
+
+
+def test_an_approver_back_early_ends_the_delegation_and_the_delegate_decides_no_more() -> None:
+    fiona, dan = finance("fiona"), factories.user("dan")
+    delegation = _week_off(fiona, dan)
+    request = request_for(credit_hold_order())
+    assert services.access_approval_decision(request=request, user=dan) == fiona
+
+    ended = services.delegation_end(delegation=delegation, actor=Actor.of(fiona))
+
+    saved = Delegation.objects.get()
+    assert saved == ended
+    assert (saved.ended_at, saved.ended_by, saved.ends_on) == (MONDAY_9, fiona, date(2026, 3, 6))
+    refused(PermissionDenied, "dan is neither today", request=request, user=dan, approve=True, comment="")
+    with clock.frozen(MONDAY_9 + timedelta(days=2)):  # later in the week the window had
+        refused(PermissionDenied, "dan is neither today", request=request, user=dan, approve=True, comment="")
+
+
+def test_an_upcoming_delegation_ended_never_starts() -> None:
+    fiona, dan = finance("fiona"), factories.user("dan")
+    delegation = services.delegation_create(
+        delegator=fiona,
+        delegate=dan,
+        starts_on=date(2026, 3, 9),
+        ends_on=date(2026, 3, 13),
+        reason="",
+        actor=Actor.of(fiona),
+    )
+    services.delegation_end(delegation=delegation, actor=Actor.of(fiona))
+
+    request = request_for(credit_hold_order())
+    with clock.frozen(datetime(2026, 3, 10, 9, 0, tzinfo=UTC)):
+        refused(PermissionDenied, "dan is neither today", request=request, user=dan, approve=True, comment="")
+
+
+def test_an_admin_may_end_anyones_delegation_and_others_may_not() -> None:
+    fiona, frank, dan = finance("fiona"), finance("frank"), factories.user("dan")
+    delegation = _week_off(fiona, dan)
+
+    for outsider in (frank, dan):
+        with pytest.raises(PermissionDenied, match="Only the approver themselves, or an admin"):
+            services.delegation_end(delegation=delegation, actor=Actor.of(outsider))
+        assert Delegation.objects.get().ended_at is None
+
+    admin = factories.user("ada", "admin")
+    services.delegation_end(delegation=delegation, actor=Actor.of(admin))
+    assert Delegation.objects.get().ended_by == admin
+
+
+def test_a_delegation_ended_or_over_cannot_be_ended_again() -> None:
+    fiona, dan = finance("fiona"), factories.user("dan")
+    delegation = _week_off(fiona, dan)
+    services.delegation_end(delegation=delegation, actor=Actor.of(fiona))
+
+    later = clock.frozen(MONDAY_9 + timedelta(hours=1))
+    with later, pytest.raises(TransitionNotAllowed, match="ended already, at 2026-03-02 09:00"):
+        services.delegation_end(delegation=delegation, actor=Actor.of(fiona))
+    assert Delegation.objects.get().ended_at == MONDAY_9
+
+    over = _week_off(fiona, factories.user("dora"))
+    saturday = clock.frozen(datetime(2026, 3, 7, 9, 0, tzinfo=UTC))
+    with saturday, pytest.raises(TransitionNotAllowed, match="its last day was 2026-03-06"):
+        services.delegation_end(delegation=over, actor=Actor.of(fiona))
+    assert Delegation.objects.get(pk=over.pk).ended_at is None

@@ -13,6 +13,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from approvals import services as approvals_services
 from approvals.models import ApprovalDecision, ApprovalPolicy, ApprovalRequest, Delegation
 from exceptions.models import ExceptionType, StateDeadline
 from fulfillment.core import clock, escalation, workqueue
@@ -939,3 +940,53 @@ def test_an_overlapping_band_is_refused_with_a_clear_error_and_nothing_saved(cli
     assert widened.status_code == 422
     assert "overlaps policy &#x27;High-value release above 100,000&#x27;" in text(widened)
     assert list(ApprovalPolicy.objects.order_by("pk").values()) == before
+
+
+def test_an_approver_back_early_ends_the_delegation_on_the_screen(client: Client) -> None:
+    fiona = login(client, FINANCE, name="fiona")
+    dana = factories.user("dana")
+    client.post(
+        reverse("delegations"),
+        {"delegate": dana.pk, "starts_on": "2026-03-02", "ends_on": "2026-03-06", "reason": "Holiday"},
+    )
+    delegation = Delegation.objects.get()
+    end = reverse("delegation-end", args=[delegation.pk])
+    assert f'action="{end}"' in client.get(reverse("delegations")).content.decode()
+
+    response = client.post(end)
+
+    assert response.status_code == 302
+    page = client.get(response["Location"])
+    assert messages_of(page) == ["dana no longer stands in for fiona."]
+    assert "ended early" in text(page) and f'action="{end}"' not in page.content.decode()
+    assert (Delegation.objects.get().ended_at, Delegation.objects.get().ended_by) == (MONDAY_9, fiona)
+    client.force_login(dana)
+    assert client.get(reverse("approval", args=[request_for(credit_hold_order()).pk])).status_code == 403
+
+    client.force_login(fiona)
+    again = client.post(end)
+    assert messages_of(client.get(again["Location"])) == [
+        "This delegation was ended already, at 2026-03-02 09:00."
+    ]
+
+
+def test_only_the_approver_or_an_admin_ends_a_delegation(client: Client) -> None:
+    fiona, dana = factories.user("fiona", FINANCE), factories.user("dana")
+    delegation = approvals_services.delegation_create(
+        delegator=fiona,
+        delegate=dana,
+        starts_on=date(2026, 3, 2),
+        ends_on=date(2026, 3, 6),
+        reason="",
+        actor=Actor.of(fiona),
+    )
+    end = reverse("delegation-end", args=[delegation.pk])
+    login(client, FINANCE, name="frank")
+    assert client.post(end).status_code == 403
+    assert client.get(end).status_code == 405
+    assert client.post(reverse("delegation-end", args=[delegation.pk + 1])).status_code == 404
+    assert Delegation.objects.get().ended_at is None
+
+    login(client, ADMIN)
+    assert client.post(end).status_code == 302
+    assert Delegation.objects.get().ended_at == MONDAY_9
