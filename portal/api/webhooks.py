@@ -7,6 +7,7 @@ were they ever reached they would answer exactly the same, because they hand the
 request to the same ``integrations.webhooks.receive``.
 """
 
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
@@ -70,8 +71,8 @@ def _schema(partner: str) -> dict:
         "operation_id": f"webhooks_{partner}",
         "summary": f"Receive a {partner.upper()} event",
         "description": (
-            "Signed with the partner's secret, stored durably, acknowledged with 202 and applied by a "
-            "background task; a repeated event id answers 202 `duplicate` and changes nothing."
+            "Signed with the partner's secret, stored durably, acknowledged with 202 and applied in the "
+            "background; a repeated event id answers 202 `duplicate` and changes nothing."
         ),
         "tags": ["webhooks"],
         "auth": [],
@@ -82,6 +83,10 @@ def _schema(partner: str) -> dict:
             (400, PROBLEM_JSON): OpenApiResponse(ProblemSerializer, description="The body is not JSON."),
             (401, PROBLEM_JSON): OpenApiResponse(
                 ProblemSerializer, description="Signature missing or wrong."
+            ),
+            (413, PROBLEM_JSON): OpenApiResponse(
+                ProblemSerializer,
+                description=f"The body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes.",
             ),
             (422, PROBLEM_JSON): OpenApiResponse(
                 ProblemSerializer, description="Not a valid event (envelope, type or data)."

@@ -65,7 +65,7 @@ def test_every_operation_documents_its_errors_as_problems(schema: dict[str, Any]
     problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path, method, op in operations(schema):
         webhook = path.startswith("/api/v1/webhooks/")
-        expected = {"400", "401", "422"} if webhook else {"401", "403", "429"}
+        expected = {"400", "401", "413", "422"} if webhook else {"401", "403", "429"}
         if "{" in path:
             expected.add("404")
         if method in ("post", "patch") and not webhook:
@@ -112,7 +112,7 @@ def test_the_webhooks_with_their_signature_and_answers(schema: dict[str, Any]) -
         ("carrier", {"tracking.updated"}),
     ]:
         op = schema["paths"][f"/api/v1/webhooks/{partner}/"]["post"]
-        assert set(op["responses"]) == {"202", "400", "401", "422"}
+        assert set(op["responses"]) == {"202", "400", "401", "413", "422"}
         assert "security" not in op
         signature = next(p for p in op["parameters"] if p["name"] == "X-Signature")
         assert signature["in"] == "header" and signature["required"] is True
