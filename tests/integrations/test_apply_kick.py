@@ -4,7 +4,7 @@ nothing has been pending for a moment. What lost its kick (the broker was down) 
 to the sweep."""
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -17,21 +17,10 @@ from integrations import inbound, tasks, webhooks
 from integrations.models import InboundEvent, Partner
 from integrations.webhooks import APPLY_LINGER, APPLY_TASK, KICK_COALESCE
 from tests import factories
-from tests.integrations.webhook_support import NOW, envelope, make_partners, post, stored
+from tests.integrations.webhook_support import envelope, post, stored
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("webhook_now")]
 APPLIED = InboundEvent.State.APPLIED
-
-
-@pytest.fixture(autouse=True)
-def _now() -> Iterator[None]:
-    with clock.frozen(NOW):
-        yield
-
-
-@pytest.fixture
-def partners() -> dict[str, Partner]:
-    return make_partners()
 
 
 @pytest.fixture

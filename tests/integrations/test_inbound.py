@@ -5,7 +5,7 @@ giving the same final state in whatever order it arrives."""
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,22 +35,11 @@ from orders.models import (
     Status,
 )
 from tests import factories
-from tests.integrations.webhook_support import NOW, deliver, envelope, make_partners, post, stored
+from tests.integrations.webhook_support import NOW, deliver, envelope, post, stored
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("webhook_now")]
 S = Status
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-@pytest.fixture(autouse=True)
-def _now() -> Iterator[None]:
-    with clock.frozen(NOW):
-        yield
-
-
-@pytest.fixture
-def partners() -> dict[str, Partner]:
-    return make_partners()
 
 
 @pytest.fixture

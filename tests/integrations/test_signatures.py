@@ -1,13 +1,12 @@
 """Webhook signatures: the scheme itself, and every refusal through the real endpoints
 (401 problem+json with a stable code, nothing stored, nothing enqueued)."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.test import Client
 
-from fulfillment.core import clock
 from integrations.models import InboundEvent, Partner, PartnerSecret
 from integrations.signatures import SignatureError, sign, verify
 from tests.integrations.webhook_support import (
@@ -17,19 +16,13 @@ from tests.integrations.webhook_support import (
     body_of,
     counts,
     envelope,
-    make_partners,
     post,
     post_raw,
 )
 
 T = int(NOW.timestamp())  # 1772442000
 HEX = "a" * 64
-
-
-@pytest.fixture(autouse=True)
-def _now() -> Iterator[None]:
-    with clock.frozen(NOW):
-        yield
+pytestmark = pytest.mark.usefixtures("webhook_now")
 
 
 def test_sign_matches_openssl() -> None:
@@ -80,11 +73,6 @@ PICK = envelope(
 TRACKING = envelope(
     "tracking.updated", {"tracking": "JJD1", "status": "in_transit"}, "evt_sig_2", "2026-03-02T08:59:00Z"
 )
-
-
-@pytest.fixture
-def partners(db: None) -> dict[str, Partner]:
-    return make_partners()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 written, events stored once and acknowledged, duplicates, and applying an event twice."""
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +10,6 @@ import pytest
 from django.test import Client
 from django_q.models import OrmQ
 
-from fulfillment.core import clock
 from fulfillment.core.models import OutboxMessage
 from integrations import tasks
 from integrations.inbound import inbound_event_apply
@@ -23,12 +22,11 @@ from tests.integrations.webhook_support import (
     collide,
     counts,
     envelope,
-    make_partners,
     post,
     stored,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("webhook_now")]
 
 AT = "2026-03-02T08:30:00Z"
 PICK_DATA = {"order": "SO-1", "warehouse": "WH1", "lines": [{"sku": "SKU-1", "picked": 2}]}
@@ -58,17 +56,6 @@ VALID: dict[str, tuple[str, dict[str, Any]]] = {
     "return.initiated": ("wms", {"order": "SO-1", "lines": [{"sku": "SKU-1", "quantity": 1}], "reason": ""}),
     "tracking.updated": ("carrier", {"tracking": "JJD1", "status": "in_transit", "eta": None}),
 }
-
-
-@pytest.fixture(autouse=True)
-def _now() -> Iterator[None]:
-    with clock.frozen(NOW):
-        yield
-
-
-@pytest.fixture
-def partners() -> dict[str, Partner]:
-    return make_partners()
 
 
 @pytest.fixture
