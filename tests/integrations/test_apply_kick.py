@@ -187,6 +187,14 @@ def test_a_run_applies_the_pending_events_earliest_occurrence_first(
     assert run() == 0
 
 
+def stored_like(event: InboundEvent, event_id: str) -> None:
+    """Another request stores the same event under ``event_id``."""
+    InboundEvent.objects.create(
+        partner=event.partner, event_id=event_id, type=event.type, occurred_at=event.occurred_at,
+        data=event.data, subject_ref=event.subject_ref,
+    )  # fmt: skip
+
+
 def test_a_run_takes_an_event_committed_while_it_runs(
     kicks: list[tuple[Any, ...]],
     accept: Callable[..., InboundEvent],
@@ -198,10 +206,7 @@ def test_a_run_takes_an_event_committed_while_it_runs(
 
     def meanwhile(event: InboundEvent, data: dict[str, Any], actor: Actor) -> str:
         if event.event_id == "first":  # another request stores an event now
-            InboundEvent.objects.create(
-                partner=first.partner, event_id="meanwhile", type=first.type, occurred_at=first.occurred_at,
-                data=first.data, subject_ref=first.subject_ref,
-            )  # fmt: skip
+            stored_like(first, "meanwhile")
         return record(event, data, actor)
 
     monkeypatch.setitem(inbound.HANDLERS, ("wms", "inventory.adjusted"), meanwhile)
@@ -259,10 +264,7 @@ def test_a_run_reads_again_until_it_has_tried_nothing_for_a_moment(
 
     def wait(seconds: float) -> None:
         if not waits:  # another request stores an event now
-            InboundEvent.objects.create(
-                partner=first.partner, event_id="straggler", type=first.type, occurred_at=first.occurred_at,
-                data=first.data, subject_ref=first.subject_ref,
-            )  # fmt: skip
+            stored_like(first, "straggler")
         waits.append(seconds)
         sleep(seconds)
 
