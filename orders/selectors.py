@@ -22,10 +22,8 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Sum,
-    Value,
     When,
 )
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from fulfillment.core.errors import InvalidInput, NotFound
@@ -154,21 +152,16 @@ def order_search(*, filters: OrderFilters, after: Cursor | None = None, limit: i
 
 def open_orders_value(*, customer_id: int, excluding: int | None = None) -> Decimal:
     """What the customer's open orders add to its credit exposure (one query): an order's
-    total until its shipping is done, then what it will be invoiced for, the value of the
-    units that shipped (less than the total for an order closed short)."""
-    not_shipped = (
-        OrderLine.objects.filter(order=OuterRef("pk"), shipped_quantity__lt=F("quantity"))
+    total until its shipping is done, then what it will be invoiced for, its shipped units
+    at their prices (as ``services.invoice_amount``; less than the total if closed short)."""
+    shipped = (
+        OrderLine.objects.filter(order=OuterRef("pk"))
         .values("order")
-        .annotate(value=Sum((F("quantity") - F("shipped_quantity")) * F("unit_price"), output_field=MONEY))
+        .annotate(value=Sum(F("shipped_quantity") * F("unit_price"), output_field=MONEY))
         .values("value")
     )
     value = Case(
-        When(
-            status__in=SHIPPING_DONE,
-            then=F("total") - Coalesce(Subquery(not_shipped), Value(Decimal(0)), output_field=MONEY),
-        ),
-        default=F("total"),
-        output_field=MONEY,
+        When(status__in=SHIPPING_DONE, then=Subquery(shipped)), default=F("total"), output_field=MONEY
     )
     orders = Order.objects.filter(customer_id=customer_id, status__in=OPEN_FOR_CREDIT)
     if excluding is not None:
